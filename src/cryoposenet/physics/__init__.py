@@ -1,0 +1,1 @@
+"""Differentiable image-formation physics: rotations, Fourier slices, CTF, shifts."""
