@@ -1,0 +1,105 @@
+"""MRC maps and image stacks through ``mrcfile``: arrays ``[z, y, x]`` / ``[n, y, x]``, pixel size in Å.
+
+Stacks are memory-mapped for reading and written image by image, so no stack is ever held whole.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from ..errors import InputError
+from .atomic import atomic_path
+
+__all__ = ["read_map", "write_map", "open_stack", "stack_shape", "header_apix", "StackWriter"]
+
+
+def _open(path, mmap: bool):
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("file not found", p)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # mrcfile warns on odd headers; we check what we use
+            return (mrcfile.mmap if mmap else mrcfile.open)(p, mode="r", permissive=True)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"not a readable MRC file ({exc})", p) from None
+
+
+def _apix_of(mrc) -> float | None:
+    vs = float(mrc.voxel_size.x)
+    return vs if vs > 0 else None
+
+
+def read_map(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
+    """A cubic 3D map as float32 ``[z, y, x]`` and its pixel size in Å (None if the header has none)."""
+    with _open(path, mmap=False) as mrc:
+        if mrc.data is None or mrc.data.ndim != 3:
+            raise InputError("expected a 3D map", path)
+        data = np.asarray(mrc.data, dtype=np.float32).copy()
+        apix = _apix_of(mrc)
+    if len(set(data.shape)) != 1:
+        raise InputError(f"map is not cubic: shape {data.shape}", path)
+    if not np.isfinite(data).all():
+        raise InputError("map contains NaN or Inf", path)
+    return data, apix
+
+
+def write_map(path: str | os.PathLike, data: np.ndarray, apix: float) -> None:
+    """Write a 3D map ``[z, y, x]`` (float32) with its pixel size, atomically."""
+    with atomic_path(path) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
+        mrc.set_data(np.ascontiguousarray(data, dtype=np.float32))
+        mrc.voxel_size = apix
+        mrc.update_header_stats()
+
+
+def open_stack(path: str | os.PathLike):
+    """Memory-map an image stack (or a single 2D image) for reading; the caller closes it."""
+    mrc = _open(path, mmap=True)
+    if mrc.data is None or mrc.data.ndim not in (2, 3):
+        mrc.close()
+        raise InputError("expected a 2D image or an image stack", path)
+    return mrc
+
+
+def stack_shape(mrc) -> tuple[int, int, int]:
+    """``(n_images, ny, nx)`` of an open stack (a 2D image counts as a stack of one)."""
+    shape = mrc.data.shape
+    return (1, *shape) if len(shape) == 2 else tuple(shape)
+
+
+def header_apix(path: str | os.PathLike) -> float | None:
+    """Pixel size in Å from an MRC header, or None when the header has none."""
+    with _open(path, mmap=True) as mrc:
+        return _apix_of(mrc)
+
+
+class StackWriter:
+    """Write an ``n × box × box`` float32 stack image by image (memory-mapped), renamed in on close.
+
+    Use as a context manager; ``writer[i:j] = images`` fills images ``i..j-1``.
+    """
+
+    def __init__(self, path: str | os.PathLike, n_images: int, box: int, apix: float):
+        self.path = Path(path)
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        self._mrc = mrcfile.new_mmap(self._tmp, shape=(n_images, box, box), mrc_mode=2, overwrite=True)
+        self._mrc.set_image_stack()
+        self._mrc.voxel_size = apix
+
+    def __setitem__(self, index, images: np.ndarray) -> None:
+        self._mrc.data[index] = images
+
+    def __enter__(self) -> StackWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._mrc.update_header_stats()
+        self._mrc.close()
+        self._ctx.__exit__(exc_type, exc, tb)
