@@ -126,7 +126,8 @@ def _read_blocks(path: Path) -> dict[str, pd.DataFrame]:
             warnings.simplefilter("ignore")
             blocks = starfile.read(path, always_dict=True)
     except Exception as exc:  # starfile raises many types on malformed text
-        raise InputError(f"not a readable STAR file ({type(exc).__name__}: {exc})".splitlines()[0], path)
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise InputError(f"not a readable STAR file ({reason})", path) from None
     return {k: v for k, v in blocks.items() if isinstance(v, pd.DataFrame)}
 
 
