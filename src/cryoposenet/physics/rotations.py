@@ -39,6 +39,8 @@ __all__ = [
     "PARAMETERISATIONS",
     "pose_dim",
     "params_to_matrix",
+    "relion_angles_to_matrix",
+    "matrix_to_relion_angles",
 ]
 
 
@@ -186,3 +188,14 @@ def pose_dim(name: str) -> int:
 def params_to_matrix(name: str, x: torch.Tensor) -> torch.Tensor:
     """Network outputs ``(..., pose_dim(name))`` to rotations ``(..., 3, 3)``."""
     return PARAMETERISATIONS[name][1](x)
+
+
+def relion_angles_to_matrix(angles_deg, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """RELION (rot, tilt, psi) in degrees, array-like ``(..., 3)``, to matrices ``(..., 3, 3)``."""
+    a = torch.deg2rad(torch.as_tensor(angles_deg, dtype=dtype))
+    return euler_to_matrix(a[..., 0], a[..., 1], a[..., 2])
+
+
+def matrix_to_relion_angles(matrix: torch.Tensor) -> torch.Tensor:
+    """Matrices ``(..., 3, 3)`` to RELION (rot, tilt, psi) in degrees ``(..., 3)``."""
+    return torch.rad2deg(torch.stack(matrix_to_euler(matrix), dim=-1))
