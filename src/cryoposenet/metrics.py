@@ -1,0 +1,145 @@
+"""Metrics: Fourier shell correlation, resolution, and pose error after global alignment.
+
+A reconstruction from unknown poses is defined only up to a global rotation and a mirror. With the
+convention of :mod:`cryoposenet.physics.rotations`, if the estimated map is the true map rotated
+by ``Gᵀ`` then the estimated poses are ``R_est = R_true · G`` (right-multiplication). A mirrored
+map (``z → −z``, ``M = diag(1, 1, −1)``) renders like the true map at poses ``M R_est M``; so the
+mirrored hypothesis aligns ``M R_est M`` instead. :func:`align_rotations` tries both and
+:func:`align_map` brings the estimated map into the reference frame by the winning transform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .physics.rotations import geodesic_distance
+
+__all__ = [
+    "fsc",
+    "resolution_at",
+    "Alignment",
+    "align_rotations",
+    "align_map",
+    "pose_errors_deg",
+    "MIRROR",
+]
+
+MIRROR = np.diag([1.0, 1.0, -1.0])
+
+
+def fsc(map1: np.ndarray, map2: np.ndarray) -> np.ndarray:
+    """Fourier shell correlation of two ``(N, N, N)`` maps over shells ``0..N//2`` (index units).
+
+    Shell ``k`` holds frequencies with ``round(|k|) == k``; the result has ``N//2 + 1`` values.
+    """
+    n = map1.shape[-1]
+    f1 = np.fft.fftn(np.asarray(map1, dtype=np.float64))
+    f2 = np.fft.fftn(np.asarray(map2, dtype=np.float64))
+    k = np.fft.fftfreq(n, d=1.0 / n)
+    kz, ky, kx = np.meshgrid(k, k, k, indexing="ij")
+    shell = np.rint(np.sqrt(kx**2 + ky**2 + kz**2)).astype(np.int64).ravel()
+    keep = shell <= n // 2
+    shell = shell[keep]
+    cross = np.bincount(shell, (f1 * np.conj(f2)).real.ravel()[keep], minlength=n // 2 + 1)
+    p1 = np.bincount(shell, (np.abs(f1) ** 2).ravel()[keep], minlength=n // 2 + 1)
+    p2 = np.bincount(shell, (np.abs(f2) ** 2).ravel()[keep], minlength=n // 2 + 1)
+    denom = np.sqrt(p1 * p2)
+    return np.divide(cross, denom, out=np.zeros_like(cross), where=denom > 0)
+
+
+def resolution_at(curve: np.ndarray, threshold: float, n: int, apix: float) -> float:
+    """Resolution in Å where ``curve`` (from :func:`fsc`) first drops below ``threshold``.
+
+    The crossing is interpolated linearly between shells; a curve that never drops gives the
+    Nyquist limit ``2·apix``.
+    """
+    below = np.nonzero(curve[1:] < threshold)[0]
+    if len(below) == 0:
+        return 2.0 * apix
+    i = below[0] + 1
+    c0, c1 = curve[i - 1], curve[i]
+    frac = (c0 - threshold) / (c0 - c1) if c0 != c1 else 0.0
+    shell = (i - 1) + frac
+    return float(n * apix / shell) if shell > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """A global transform taking estimated poses (and map) to the reference frame.
+
+    ``rotation``: ``G`` ``(3, 3)`` with ``R_est' ≈ R_ref · G``; ``mirrored``: True when
+    ``R_est' = M R_est M`` (the estimated map has the other handedness); ``errors_deg``: ``(M,)``
+    geodesic angles between aligned estimates and references.
+    """
+
+    rotation: np.ndarray
+    mirrored: bool
+    errors_deg: np.ndarray
+
+    @property
+    def mean_deg(self) -> float:
+        return float(np.mean(self.errors_deg))
+
+    @property
+    def median_deg(self) -> float:
+        return float(np.median(self.errors_deg))
+
+
+def _procrustes(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
+    """Rotation ``G`` minimising ``Σ ||est_i − ref_i G||²`` over ``(M, 3, 3)`` stacks."""
+    m = np.einsum("nji,njk->ik", ref, est)  # Σ ref_iᵀ est_i
+    u, _, vt = np.linalg.svd(m)
+    d = np.sign(np.linalg.det(u @ vt))
+    return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+def pose_errors_deg(est: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Geodesic angles in degrees between two ``(M, 3, 3)`` rotation stacks."""
+    return np.rad2deg(geodesic_distance(torch.as_tensor(est), torch.as_tensor(ref)).numpy())
+
+
+def _fit(ref: np.ndarray, est: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Procrustes on all poses, then refit on the better half (robust to a few wild poses)."""
+    best_g, best_err = None, None
+    g = _procrustes(ref, est)
+    for _ in range(3):
+        err = pose_errors_deg(est, ref @ g)
+        if best_err is None or err.mean() < best_err.mean():
+            best_g, best_err = g, err
+        inliers = err <= np.median(err)
+        g = _procrustes(ref[inliers], est[inliers])
+    return best_g, best_err
+
+
+def align_rotations(est, ref, allow_mirror: bool = True) -> Alignment:
+    """Best global alignment of estimated rotations to reference ones ``(M, 3, 3)``, mirror considered."""
+    est = np.asarray(est, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    g, err = _fit(ref, est)
+    result = Alignment(g, False, err)
+    if allow_mirror:
+        g_m, err_m = _fit(ref, MIRROR @ est @ MIRROR)
+        if err_m.mean() < err.mean():
+            result = Alignment(g_m, True, err_m)
+    return result
+
+
+def align_map(volume: np.ndarray, alignment: Alignment, order: int = 3) -> np.ndarray:
+    """Resample an estimated map ``(N, N, N)`` ``[z, y, x]`` into the reference frame.
+
+    Output ``x(r) = x̂(T r)`` with ``T = Gᵀ`` (``M Gᵀ`` when mirrored), ``r`` from pixel ``N//2``;
+    cubic-spline interpolation by default so the FSC is not blurred by the resampling.
+    """
+    n = volume.shape[-1]
+    t = alignment.rotation.T
+    if alignment.mirrored:
+        t = MIRROR @ t
+    c = np.arange(n, dtype=np.float64) - n // 2
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    src = np.einsum("ij,jzyx->izyx", t, np.stack([x, y, z]))  # (3, N, N, N) as xyz
+    coords = src[::-1] + n // 2  # to [z, y, x] indices
+    return ndimage.map_coordinates(np.asarray(volume, np.float64), coords, order=order, mode="constant")
