@@ -1,0 +1,50 @@
+"""Subcommand handlers: each turns parsed flags into one library call and prints where results are."""
+
+from __future__ import annotations
+
+import json
+import sys
+from argparse import Namespace
+
+from .io.atomic import write_text_atomic
+
+__all__ = ["simulate", "train", "predict", "evaluate", "backproject", "report", "demo"]
+
+
+def _not_built(issue: int) -> None:
+    raise NotImplementedError(f"not built yet (issue #{issue})")
+
+
+def simulate(args: Namespace) -> None:
+    _not_built(3)
+
+
+def train(args: Namespace) -> None:
+    _not_built(4)
+
+
+def predict(args: Namespace) -> None:
+    _not_built(4)
+
+
+def evaluate(args: Namespace) -> None:
+    from .evaluation import evaluate_files
+
+    result = evaluate_files(args.map, args.ref, args.poses, args.ref_poses, apix=args.apix)
+    text = json.dumps(result.to_json(), indent=2)
+    print(text)
+    if args.out:
+        write_text_atomic(args.out, text + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+
+
+def backproject(args: Namespace) -> None:
+    _not_built(5)
+
+
+def report(args: Namespace) -> None:
+    _not_built(5)
+
+
+def demo(args: Namespace) -> None:
+    _not_built(4)

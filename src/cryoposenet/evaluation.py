@@ -1,0 +1,100 @@
+"""Evaluation of a reconstruction against a reference: maps and poses after global alignment.
+
+Produces the SPEC.md keys: ``fsc05_A``, ``fsc0143_A``, ``pose_mae_deg``, ``pose_median_deg``,
+``handedness`` (``same`` / ``flipped``), ``n_images``; a key that cannot be computed is None.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+from .io.mrc import read_map
+from .io.star import ParticleTable, read_star
+from .metrics import Alignment, align_map, align_rotations, fsc, resolution_at
+from .physics.rotations import relion_angles_to_matrix
+
+__all__ = ["EvaluationResult", "matched_rotations", "evaluate_maps", "evaluate_files"]
+
+
+@dataclass
+class EvaluationResult:
+    """Figures of one evaluation; ``fsc_curve`` is the aligned map's FSC against the reference."""
+
+    fsc05_A: float | None = None
+    fsc0143_A: float | None = None
+    pose_mae_deg: float | None = None
+    pose_median_deg: float | None = None
+    handedness: str | None = None
+    n_images: int | None = None
+    fsc_curve: np.ndarray | None = None
+
+    def to_json(self) -> dict:
+        keys = ("fsc05_A", "fsc0143_A", "pose_mae_deg", "pose_median_deg", "handedness", "n_images")
+        return {k: getattr(self, k) for k in keys}
+
+
+def matched_rotations(est: ParticleTable, ref: ParticleTable) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation stacks ``(M, 3, 3)`` of the particles both tables hold, matched on ``rlnImageName``."""
+    for t in (est, ref):
+        if not t.has_angles:
+            raise InputError("no rlnAngleRot/Tilt/Psi columns", t.source)
+    a = est.particles[["rlnImageName"]].assign(_i=np.arange(len(est)))
+    b = ref.particles[["rlnImageName"]].assign(_j=np.arange(len(ref)))
+    both = a.merge(b, on="rlnImageName")
+    if len(both) == 0:
+        raise InputError(f"no particle in common with {ref.source} (matched on rlnImageName)", est.source)
+    r_est = relion_angles_to_matrix(est.angles_deg()[both["_i"].to_numpy()]).numpy()
+    r_ref = relion_angles_to_matrix(ref.angles_deg()[both["_j"].to_numpy()]).numpy()
+    return r_est, r_ref
+
+
+def evaluate_maps(
+    volume: np.ndarray, reference: np.ndarray, apix: float, alignment: Alignment | None
+) -> EvaluationResult:
+    """FSC resolution of ``volume`` against ``reference`` after resampling it by ``alignment``."""
+    if volume.shape != reference.shape:
+        raise InputError(f"map shape {volume.shape} differs from the reference's {reference.shape}")
+    aligned = align_map(volume, alignment) if alignment is not None else volume
+    curve = fsc(aligned, reference)
+    n = volume.shape[-1]
+    return EvaluationResult(
+        fsc05_A=resolution_at(curve, 0.5, n, apix),
+        fsc0143_A=resolution_at(curve, 0.143, n, apix),
+        fsc_curve=curve,
+    )
+
+
+def evaluate_files(
+    map_path: str | os.PathLike | None = None,
+    ref_path: str | os.PathLike | None = None,
+    poses: str | os.PathLike | None = None,
+    ref_poses: str | os.PathLike | None = None,
+    apix: float | None = None,
+) -> EvaluationResult:
+    """Evaluate files: poses (when both STAR files are given) and the map (when both maps are)."""
+    if (map_path is None) != (ref_path is None) or (poses is None) != (ref_poses is None):
+        raise InputError("give --map with --ref, and --poses with --ref-poses")
+    if map_path is None and poses is None:
+        raise InputError("nothing to evaluate: give --map/--ref and/or --poses/--ref-poses")
+    result, alignment = EvaluationResult(), None
+    if poses is not None:
+        r_est, r_ref = matched_rotations(read_star(poses), read_star(ref_poses))
+        alignment = align_rotations(r_est, r_ref)
+        result.pose_mae_deg, result.pose_median_deg = alignment.mean_deg, alignment.median_deg
+        result.handedness = "flipped" if alignment.mirrored else "same"
+        result.n_images = len(r_est)
+    if map_path is not None:
+        if alignment is None:
+            raise NotImplementedError("aligning maps without poses is not built yet (issue #5)")
+        vol, vol_apix = read_map(map_path)
+        ref, ref_apix = read_map(ref_path)
+        pix = apix or ref_apix or vol_apix
+        if pix is None:
+            raise InputError("no pixel size in either map header; give --apix", ref_path)
+        maps = evaluate_maps(vol, ref, pix, alignment)
+        result.fsc05_A, result.fsc0143_A, result.fsc_curve = maps.fsc05_A, maps.fsc0143_A, maps.fsc_curve
+    return result
