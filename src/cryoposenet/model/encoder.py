@@ -1,0 +1,78 @@
+"""The CryoPoseNet encoder: a CNN that maps particle images to rotations.
+
+Backbone (paper, section 3): three blocks ``conv3x3 → ReLU → conv3x3 → ReLU → maxpool2`` with 32,
+64 and 128 filters, flattened, then an MLP of two 512-unit ReLU layers, then a linear pose head.
+Details the paper leaves open, fixed here: ReLU after every conv and hidden layer; optional
+BatchNorm after each conv; each image is standardised (zero mean, unit variance) before the
+first conv, so the encoder sees the same input range at every SNR.
+
+With ``heads > 1`` the head outputs several rotation hypotheses per image; training keeps the one
+that explains the image best (winner-take-all, see :mod:`.losses`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..physics.rotations import params_to_matrix, pose_dim
+
+__all__ = ["PoseEncoder", "standardise"]
+
+
+def standardise(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-image zero mean and unit standard deviation, ``(B, N, N) -> (B, N, N)``."""
+    mean = images.mean(dim=(-2, -1), keepdim=True)
+    std = images.std(dim=(-2, -1), keepdim=True)
+    return (images - mean) / (std + eps)
+
+
+def _block(c_in: int, c_out: int, batchnorm: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for c in (c_in, c_out):
+        layers.append(nn.Conv2d(c, c_out, 3, padding=1))
+        if batchnorm:
+            layers.append(nn.BatchNorm2d(c_out))
+        layers.append(nn.ReLU(inplace=True))
+    layers.append(nn.MaxPool2d(2))
+    return layers
+
+
+class PoseEncoder(nn.Module):
+    """Images ``(B, N, N)`` to rotations ``(B, heads, 3, 3)`` in the project's convention.
+
+    ``rotation`` is a parameterisation of :mod:`cryoposenet.physics.rotations` (s2s2, quat,
+    euler); ``n`` the image size (a multiple of 8).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        rotation: str = "s2s2",
+        heads: int = 1,
+        channels: tuple[int, ...] = (32, 64, 128),
+        hidden: int = 512,
+        batchnorm: bool = False,
+    ):
+        super().__init__()
+        if n % (2 ** len(channels)):
+            raise ValueError(f"image size {n} must be a multiple of {2 ** len(channels)}")
+        self.rotation, self.heads = rotation, heads
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c in channels:
+            layers += _block(c_in, c, batchnorm)
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        flat = c_in * (n // 2 ** len(channels)) ** 2
+        self.mlp = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+        )
+        self.head = nn.Linear(hidden, heads * pose_dim(rotation))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Rotations ``(B, heads, 3, 3)`` for images ``(B, N, N)``."""
+        x = self.features(standardise(images)[:, None])
+        params = self.head(self.mlp(x)).reshape(len(images), self.heads, -1)
+        return params_to_matrix(self.rotation, params)

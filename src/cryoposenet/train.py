@@ -1,0 +1,248 @@
+"""Joint training of the pose encoder and the 3D map (the paper's Algorithm 1), plus baselines.
+
+``poses``: ``encoder`` (CryoPoseNet: a CNN predicts each image's rotation), ``known`` (rotations
+given: the paper's "tomo" baseline, i.e. reconstruction only) or ``free`` (one learnable rotation
+per image: the paper's "AD" baseline). The library reads no files; images arrive as tensors.
+
+Convergence options beyond the paper (see docs/training.md for what each measured):
+``kmax_start``/``kmax_steps`` (coarse-to-fine: the loss sees only a low-pass disc whose radius
+grows linearly to Nyquist), ``symmetric`` (cryoAI's in-plane 180° loss), ``heads``
+(winner-take-all over several pose hypotheses), ``map_init``/``mask_radius``, ``lr_map``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .model.encoder import PoseEncoder
+from .model.losses import band_weights, candidate_spectra, flip_rotations, wta_loss
+from .model.volume import LearnableVolume
+from .physics.ctf import ctf_half_plane
+from .physics.fourier import image_to_fourier
+from .physics.projection import slice_volume
+from .physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
+
+__all__ = ["ParticleData", "TrainConfig", "StepInfo", "TrainState", "TrainResult", "train", "init_state",
+           "predict_poses"]
+
+POSE_MODES = ("encoder", "known", "free")
+
+
+@dataclass
+class ParticleData:
+    """A particle stack. ``images`` ``(M, N, N)`` float32; ``apix`` Å/pixel.
+
+    ``ctf``: None or a dict of ``(M,)`` tensors keyed by :func:`cryoposenet.physics.ctf.ctf_2d`'s
+    parameter names (``defocus_u_A``, ``defocus_v_A``, ``defocus_angle_deg``, ``voltage_kv``,
+    ``cs_mm``, ``amplitude_contrast``, optional ``phase_shift_deg``). ``translations_px``: None or
+    ``(M, 2)`` (x, y): the shift that moves the centred projection onto the image (see
+    :func:`cryoposenet.physics.imaging.origin_to_translation`). ``rotations``: ``(M, 3, 3)``,
+    needed only for ``poses="known"``.
+    """
+
+    images: torch.Tensor
+    apix: float
+    ctf: dict[str, torch.Tensor] | None = None
+    translations_px: torch.Tensor | None = None
+    rotations: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class TrainConfig:
+    """Explicit training settings; defaults are the recipe chosen in docs/training.md."""
+
+    steps: int = 10000
+    batch_size: int = 32
+    lr: float = 5e-4
+    lr_map: float | None = None  # None: same as lr
+    rotation: str = "s2s2"
+    poses: str = "encoder"
+    heads: int = 1
+    symmetric: bool = False
+    kmax_start: float | None = None  # pixels of frequency radius; None: full band throughout
+    kmax_steps: int = 0  # steps over which k_max grows linearly to N/2
+    map_init: str = "uniform"
+    mask_radius: float | None = None  # pixels; None: no support mask
+    batchnorm: bool = False
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class StepInfo:
+    """What one step reports: loss is the mean squared pixel error of the band-limited images
+    (normalised data, so ``loss`` is also the fraction of the data variance left unexplained)."""
+
+    step: int
+    loss: float
+    images_per_s: float
+    k_max: float
+
+
+@dataclass
+class TrainState:
+    """Everything a run needs to continue: modules, optimiser, step counter, data scaling."""
+
+    config: TrainConfig
+    volume: LearnableVolume
+    encoder: PoseEncoder | None
+    free_params: torch.nn.Parameter | None
+    optimizer: torch.optim.Optimizer
+    scale: float  # images are multiplied by this before training (unit variance)
+    step: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    volume: torch.Tensor  # (N, N, N), in the input images' units
+    state: TrainState
+    rotations: torch.Tensor  # (M, 3, 3), one per training image
+
+
+def _auto_amplitude(images: torch.Tensor, init: str) -> float:
+    """A map height whose projections carry the data's total mass (normalised images)."""
+    n = images.shape[-1]
+    mass = images.mean().item() * n * n
+    if init == "sphere":
+        return mass / (4 / 3 * math.pi * (n / 4) ** 3)
+    return 2 * mass / n**3
+
+
+def init_state(data: ParticleData, config: TrainConfig) -> TrainState:
+    """Fresh modules and optimiser for ``data`` (seeded by ``config.seed``)."""
+    if config.poses not in POSE_MODES:
+        raise ValueError(f"unknown poses mode {config.poses!r}; expected one of {POSE_MODES}")
+    if config.poses == "known" and data.rotations is None:
+        raise ValueError("poses='known' needs data.rotations")
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    n = data.images.shape[-1]
+    scale = 1.0 / data.images.std().item()
+    amp = _auto_amplitude(data.images * scale, config.map_init)
+    volume = LearnableVolume(n, config.map_init, amp, config.mask_radius, generator=gen).to(config.device)
+    encoder, free = None, None
+    groups = [{"params": volume.parameters(), "lr": config.lr_map or config.lr}]
+    if config.poses == "encoder":
+        encoder = PoseEncoder(n, config.rotation, config.heads, batchnorm=config.batchnorm).to(config.device)
+        groups.append({"params": encoder.parameters(), "lr": config.lr})
+    elif config.poses == "free":
+        start = matrix_to_s2s2(random_rotations(len(data), generator=gen, dtype=torch.float32))
+        free = torch.nn.Parameter(start.to(config.device))
+        groups.append({"params": [free], "lr": config.lr})
+    return TrainState(config, volume, encoder, free, torch.optim.Adam(groups), scale)
+
+
+def k_max_at(config: TrainConfig, n: int, step: int) -> float:
+    """Radius (pixels of frequency) of the loss band at ``step``: grows linearly to ``n/2``."""
+    if config.kmax_start is None:
+        return n / 2
+    frac = min(1.0, step / max(1, config.kmax_steps))
+    return config.kmax_start + (n / 2 - config.kmax_start) * frac
+
+
+def _hypotheses(state: TrainState, data: ParticleData, idx: torch.Tensor) -> torch.Tensor:
+    """Pose hypotheses ``(B, H, 3, 3)`` for the images ``idx`` ``(B,)``."""
+    dev = state.config.device
+    if state.encoder is not None:
+        return state.encoder(data.images[idx].to(dev) * state.scale)
+    if state.free_params is not None:
+        return s2s2_to_matrix(state.free_params[idx.to(dev)])[:, None]
+    return data.rotations[idx].to(dev, torch.float32)[:, None]
+
+
+def _batch_loss(state: TrainState, data: ParticleData, idx: torch.Tensor, k_max: float):
+    """``(loss, per_image (B,), winner (B,), hypotheses (B, H, 3, 3))`` for images ``idx``."""
+    dev, n = state.config.device, data.images.shape[-1]
+    target = image_to_fourier(data.images[idx].to(dev) * state.scale)
+    ctf = None
+    if data.ctf is not None:
+        params = {k: v[idx].to(dev) for k, v in data.ctf.items()}
+        ctf = ctf_half_plane(n, data.apix, device=dev, **params)
+    shifts = data.translations_px[idx].to(dev) if data.translations_px is not None else None
+    rots = _hypotheses(state, data, idx)
+    b, h = rots.shape[:2]
+    slices = slice_volume(state.volume(), rots.reshape(b * h, 3, 3)).reshape(b, h, n, n // 2 + 1)
+    symmetric = state.config.symmetric and state.config.poses != "known"
+    cands = candidate_spectra(slices, symmetric, ctf, shifts)
+    loss, per_image, winner = wta_loss(target, cands, band_weights(n, k_max, device=dev))
+    return loss, per_image, winner, rots
+
+
+def _pick(rots: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
+    """The winning rotation ``(B, 3, 3)``: candidate ``c < H`` is head c, else head ``c - H`` flipped."""
+    h = rots.shape[1]
+    head = winner % h
+    chosen = rots[torch.arange(len(rots), device=rots.device), head]
+    return torch.where((winner >= h)[:, None, None], flip_rotations(chosen), chosen)
+
+
+@torch.no_grad()
+def predict_poses(state: TrainState, data: ParticleData, batch_size: int = 256) -> torch.Tensor:
+    """Rotations ``(M, 3, 3)`` for every image of ``data`` (which may be held out, for ``encoder``).
+
+    With several candidates per image the one that best explains the image under the current map
+    (full band) is chosen.
+    """
+    was_training = [m.training for m in (state.volume, state.encoder) if m is not None]
+    for m in (state.volume, state.encoder):
+        if m is not None:
+            m.eval()
+    out = []
+    for idx in torch.arange(len(data)).split(batch_size):
+        _, _, winner, rots = _batch_loss(state, data, idx, data.images.shape[-1] / 2)
+        out.append(_pick(rots, winner).cpu())
+    for m, t in zip([m for m in (state.volume, state.encoder) if m is not None], was_training, strict=True):
+        m.train(t)
+    return torch.cat(out)
+
+
+def _step(state: TrainState, data: ParticleData) -> StepInfo:
+    """One Adam step on a random batch; the batch is seeded by (seed, step) so a resumed run repeats it."""
+    cfg, n = state.config, data.images.shape[-1]
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.step)
+    idx = torch.randint(len(data), (cfg.batch_size,), generator=gen)
+    k_max = k_max_at(cfg, n, state.step)
+    t0 = time.perf_counter()
+    loss, _, _, _ = _batch_loss(state, data, idx, k_max)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    state.step += 1
+    rate = cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
+    return StepInfo(state.step, loss.item(), rate, k_max)
+
+
+def train(
+    data: ParticleData,
+    config: TrainConfig,
+    on_step: Callable[[StepInfo, TrainState], None] | None = None,
+    on_eval: Callable[[TrainState], None] | None = None,
+    eval_every: int = 0,
+    state: TrainState | None = None,
+) -> TrainResult:
+    """Train map and poses on ``data`` for ``config.steps`` steps (from ``state.step`` if resuming).
+
+    ``on_step`` is called after every step, ``on_eval`` every ``eval_every`` steps and at the end.
+    Returns the map in the input images' units, the state, and a rotation per training image.
+    """
+    state = state or init_state(data, config)
+    while state.step < config.steps:
+        info = _step(state, data)
+        if on_step is not None:
+            on_step(info, state)
+        if on_eval is not None and eval_every and state.step % eval_every == 0:
+            on_eval(state)
+    if on_eval is not None and not (eval_every and state.step % eval_every == 0):
+        on_eval(state)
+    with torch.no_grad():
+        volume = state.volume.volume().detach().cpu() / state.scale
+    return TrainResult(volume, state, predict_poses(state, data))
