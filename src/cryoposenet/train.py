@@ -27,8 +27,16 @@ from .physics.fourier import image_to_fourier
 from .physics.projection import slice_volume
 from .physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
 
-__all__ = ["ParticleData", "TrainConfig", "StepInfo", "TrainState", "TrainResult", "train", "init_state",
-           "predict_poses"]
+__all__ = [
+    "ParticleData",
+    "TrainConfig",
+    "StepInfo",
+    "TrainState",
+    "TrainResult",
+    "train",
+    "init_state",
+    "predict_poses",
+]
 
 POSE_MODES = ("encoder", "known", "free")
 

@@ -4,5 +4,13 @@ from .encoder import PoseEncoder, standardise
 from .losses import band_weights, candidate_spectra, flip_rotations, wta_loss
 from .volume import LearnableVolume, soft_sphere
 
-__all__ = ["PoseEncoder", "standardise", "LearnableVolume", "soft_sphere", "band_weights",
-           "candidate_spectra", "flip_rotations", "wta_loss"]
+__all__ = [
+    "PoseEncoder",
+    "standardise",
+    "LearnableVolume",
+    "soft_sphere",
+    "band_weights",
+    "candidate_spectra",
+    "flip_rotations",
+    "wta_loss",
+]

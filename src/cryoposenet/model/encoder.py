@@ -66,8 +66,11 @@ class PoseEncoder(nn.Module):
         self.features = nn.Sequential(*layers)
         flat = c_in * (n // 2 ** len(channels)) ** 2
         self.mlp = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(flat, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
         )
         self.head = nn.Linear(hidden, heads * pose_dim(rotation))
 

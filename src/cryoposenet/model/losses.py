@@ -35,9 +35,9 @@ def band_weights(n: int, k_max: float | None = None, device=None) -> torch.Tenso
 
 def flip_rotations(rotations: torch.Tensor) -> torch.Tensor:
     """``Rz(π) · R`` for rotations ``(..., 3, 3)``: the pose whose image is R's turned by 180°."""
-    return rotations * torch.tensor([-1.0, -1.0, 1.0], dtype=rotations.dtype, device=rotations.device)[
-        :, None
-    ]
+    return (
+        rotations * torch.tensor([-1.0, -1.0, 1.0], dtype=rotations.dtype, device=rotations.device)[:, None]
+    )
 
 
 def candidate_spectra(
