@@ -72,9 +72,11 @@ def matrix_to_euler(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     gimbal = torch.hypot(m[..., 2, 0], m[..., 2, 1]) < 1e-6
     if gimbal.any():
         # A = Rz(psi) Ry(0 or pi) Rz(rot): only rot ± psi is defined; put it all in rot.
+        # tilt 0: A[0,0] = cos(rot + psi), A[0,1] = sin(rot + psi);
+        # tilt π: A[0,0] = -cos(rot - psi), A[0,1] = -sin(rot - psi).
         flip = m[..., 2, 2] < 0
         rot_g = torch.where(
-            flip, torch.atan2(m[..., 0, 1], -m[..., 0, 0]), torch.atan2(m[..., 0, 1], m[..., 0, 0])
+            flip, torch.atan2(-m[..., 0, 1], -m[..., 0, 0]), torch.atan2(m[..., 0, 1], m[..., 0, 0])
         )
         rot = torch.where(gimbal, rot_g, rot)
         psi = torch.where(gimbal, torch.zeros_like(psi), psi)
