@@ -4,27 +4,12 @@ import pytest
 import torch
 
 from cryoposenet.cli import main
-from cryoposenet.io import StackWriter, default_optics, read_map, read_star, write_star
+from cryoposenet.io import read_map, read_star, write_star
 from cryoposenet.metrics import fsc
-from cryoposenet.physics.ctf import ctf_half_plane
-from cryoposenet.physics.fourier import fourier_to_image, image_to_fourier, shift_phase
 from cryoposenet.physics.projection import project_real_space
-from cryoposenet.physics.rotations import matrix_to_relion_angles, random_rotations
+from cryoposenet.physics.rotations import random_rotations
 from cryoposenet.reconstruct import FourierAccumulator
-
-
-def blob_map(n, seed=3):
-    rng = np.random.default_rng(seed)
-    c = np.arange(n) - n // 2
-    z, y, x = np.meshgrid(c, c, c, indexing="ij")
-    vol = np.zeros((n, n, n))
-    for k in range(5):
-        ctr = rng.uniform(-0.22, 0.22, 3) * n
-        s = n * rng.uniform(0.05, 0.09)
-        vol += (1 + 0.4 * k) * np.exp(
-            -((x - ctr[0]) ** 2 + (y - ctr[1]) ** 2 + (z - ctr[2]) ** 2) / (2 * s * s)
-        )
-    return torch.as_tensor(vol)
+from datasets import blob_map, write_dataset
 
 
 def corr(a, b):
@@ -45,50 +30,8 @@ def test_backprojection_inverts_real_space_projection():
     assert corr(wrong.volume(), vol) < 0.8
 
 
-def _dataset(tmp_path, n=20, m=300, apix=2.0, snr=None):
-    """A RELION data set (stack + STAR with angles, origins, CTF) made with the physics module."""
-    g = torch.Generator().manual_seed(1)
-    vol = blob_map(n)
-    rots = random_rotations(m, g)
-    origins = (torch.rand(m, 2, generator=g, dtype=torch.float64) - 0.5) * 6  # Å
-    du = 8000 + 6000 * torch.rand(m, generator=g, dtype=torch.float64)
-    ctf = ctf_half_plane(
-        n,
-        apix,
-        dtype=torch.float64,
-        defocus_u_A=du,
-        defocus_v_A=du - 300,
-        defocus_angle_deg=20.0,
-        voltage_kv=300.0,
-        cs_mm=2.7,
-        amplitude_contrast=0.1,
-    )
-    spec = image_to_fourier(project_real_space(vol, rots)) * ctf * shift_phase(-origins / apix, n)
-    imgs = fourier_to_image(spec, n)
-    if snr is not None:
-        imgs = imgs + torch.randn(imgs.shape, generator=g, dtype=torch.float64) * imgs.std() / np.sqrt(snr)
-    with StackWriter(tmp_path / "p.mrcs", m, n, apix) as w:
-        w[:] = imgs.numpy().astype(np.float32)
-    ang = matrix_to_relion_angles(rots).numpy()
-    parts = pd.DataFrame(
-        {
-            "rlnImageName": [f"{i + 1}@p.mrcs" for i in range(m)],
-            "rlnAngleRot": ang[:, 0],
-            "rlnAngleTilt": ang[:, 1],
-            "rlnAnglePsi": ang[:, 2],
-            "rlnOriginXAngst": origins[:, 0].numpy(),
-            "rlnOriginYAngst": origins[:, 1].numpy(),
-            "rlnDefocusU": du.numpy(),
-            "rlnDefocusV": du.numpy() - 300,
-            "rlnDefocusAngle": 20.0,
-        }
-    )
-    write_star(tmp_path / "p.star", parts, default_optics(apix, n))
-    return vol.numpy()
-
-
-def test_backproject_command_writes_half_maps_and_fsc(tmp_path):
-    truth = _dataset(tmp_path, snr=2.0)
+def test_backproject_command_writes_half_maps_and_fsc(tiny_dataset):
+    tmp_path, truth = tiny_dataset
     out = tmp_path / "bp"
     assert main(["backproject", str(tmp_path / "p.star"), "-o", str(out)]) == 0
     full, apix = read_map(out / "map.mrc")
@@ -104,7 +47,7 @@ def test_backproject_command_writes_half_maps_and_fsc(tmp_path):
 
 
 def test_backproject_with_poses_file_uses_those_angles(tmp_path):
-    truth = _dataset(tmp_path, m=120)
+    truth = write_dataset(tmp_path, m=120)
     t = read_star(tmp_path / "p.star")
     bad = t.particles.copy()
     perm = np.random.default_rng(0).permutation(len(bad))  # every particle gets another's pose

@@ -20,11 +20,48 @@ def simulate(args: Namespace) -> None:
 
 
 def train(args: Namespace) -> None:
-    _not_built(4)
+    from .runner import resolve_device, run_training
+    from .train import TrainConfig
+
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        rotation=args.rotation,
+        poses=args.poses,
+        seed=args.seed,
+        device=resolve_device(args.device),
+    )
+    result = run_training(
+        args.star,
+        args.out,
+        config,
+        datadir=args.datadir,
+        ref=args.ref,
+        eval_every=args.eval_every,
+        resume=args.resume,
+        force=args.force,
+        checkpoint_every=args.checkpoint_every,
+    )
+    final = result["final"]
+    figures = "".join(f", {k} {v:.2f}" for k, v in final.items() if v is not None)
+    print(
+        f"{result['steps']} steps in {result['time_s']:.0f} s{figures}; wrote {args.out}/map.mrc, poses.star"
+    )
 
 
 def predict(args: Namespace) -> None:
-    _not_built(4)
+    from .runner import resolve_device, run_predict
+
+    n = run_predict(
+        args.run,
+        args.star,
+        args.out,
+        datadir=args.datadir,
+        batch_size=args.batch_size,
+        device=resolve_device(args.device),
+    )
+    print(f"poses for {n} images; wrote {args.out}")
 
 
 def evaluate(args: Namespace) -> None:

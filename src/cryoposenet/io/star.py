@@ -58,7 +58,7 @@ class ParticleTable:
     def column(self, name: str, default: float | None = None) -> np.ndarray:
         """A numeric column as float64 ``(M,)``; ``default`` fills a missing column (else an error)."""
         if name in self.particles:
-            return self.particles[name].to_numpy(dtype=np.float64)
+            return self.particles[name].to_numpy(dtype=np.float64, copy=True)
         if default is None:
             raise InputError(f"missing column {name}", self.source)
         return np.full(len(self), float(default))

@@ -1,0 +1,71 @@
+"""Checkpoints of a training run: everything :class:`~cryoposenet.train.TrainState` holds.
+
+Written atomically (temporary file + rename), so a kill mid-write leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+
+from .errors import InputError
+from .io.atomic import atomic_path
+from .train import ParticleData, TrainConfig, TrainState, init_state
+
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint"]
+
+
+def save_checkpoint(path: str | os.PathLike, state: TrainState, extra: dict | None = None) -> None:
+    """Save modules, optimiser, step, data scaling, config and torch's RNG state to ``path`` atomically."""
+    payload = {
+        "format": 1,
+        "config": dataclasses.asdict(state.config),
+        "step": state.step,
+        "scale": state.scale,
+        "volume": state.volume.state_dict(),
+        "encoder": state.encoder.state_dict() if state.encoder is not None else None,
+        "free_params": state.free_params.detach().cpu() if state.free_params is not None else None,
+        "optimizer": state.optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),  # batches are seeded per step; this covers the rest
+        "extra": {**state.extra, **(extra or {})},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The raw checkpoint dictionary; a clear error when it is missing or unreadable."""
+    if not os.path.isfile(path):
+        raise InputError("no checkpoint here", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types on a damaged file
+        raise InputError(f"unreadable checkpoint ({type(exc).__name__})", path) from None
+
+
+def load_checkpoint(payload: dict, data: ParticleData, device: str = "cpu", **overrides) -> TrainState:
+    """Rebuild the :class:`TrainState` of a checkpoint for ``data`` (the same set, or new images).
+
+    ``overrides`` replace config fields (e.g. ``steps`` for a longer run, ``device``).
+    """
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in payload["config"].items() if k in fields})
+    config = dataclasses.replace(config, device=device, **overrides)
+    state = init_state(data, config)
+    state.volume.load_state_dict(payload["volume"])
+    if state.encoder is not None and payload["encoder"] is not None:
+        state.encoder.load_state_dict(payload["encoder"])
+    if state.free_params is not None and payload["free_params"] is not None:
+        if payload["free_params"].shape != state.free_params.shape:
+            raise InputError("checkpoint has free poses for a different number of particles")
+        with torch.no_grad():
+            state.free_params.copy_(payload["free_params"])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.step = payload["step"]
+    state.scale = payload["scale"]
+    state.extra = dict(payload.get("extra", {}))
+    if payload.get("torch_rng") is not None:
+        torch.set_rng_state(payload["torch_rng"])
+    return state

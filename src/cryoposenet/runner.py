@@ -1,0 +1,314 @@
+"""Run folders: ``train`` and ``predict`` from STAR files, with SPEC.md's outputs.
+
+A run folder holds ``map.mrc``, ``poses.star``, ``metrics.csv`` (``step`` first), ``config.yaml``
+and ``checkpoint.pt``. Training itself lives in :mod:`cryoposenet.train`; this module moves data
+between files and that library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from . import __version__
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .errors import InputError
+from .io.atomic import write_text_atomic
+from .io.mrc import read_map, write_map
+from .io.particles import ParticleStack, load_particles, optics_for
+from .io.star import ParticleTable, write_star
+from .metrics import align_map, align_rotations, fsc, resolution_at
+from .physics.imaging import origin_to_translation
+from .physics.rotations import matrix_to_relion_angles, relion_angles_to_matrix
+from .train import ParticleData, TrainConfig, TrainState, predict_poses, train
+
+__all__ = ["resolve_device", "particle_data", "run_training", "run_predict", "write_poses_star", "RUN_FILES"]
+
+log = logging.getLogger(__name__)
+RUN_FILES = ("map.mrc", "poses.star", "metrics.csv", "config.yaml", "checkpoint.pt")
+METRIC_COLUMNS = (
+    "step",
+    "loss",
+    "time_s",
+    "images_per_s",
+    "k_max",
+    "fsc05_A",
+    "fsc0143_A",
+    "pose_mae_deg",
+    "pose_median_deg",
+)
+EVAL_IMAGES = 512  # images whose predicted poses are scored at each evaluation
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without one is an error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda given but no CUDA GPU is visible")
+    return name
+
+
+def particle_data(stack: ParticleStack) -> ParticleData:
+    """All images and per-particle parameters of a stack, as :class:`ParticleData` tensors."""
+    table = stack.table
+    images = torch.from_numpy(stack[np.arange(len(stack))])
+    if not torch.isfinite(images).all():
+        raise InputError("images contain NaN or Inf", table.source)
+    ctf = (
+        {k: torch.as_tensor(v, dtype=torch.float32) for k, v in table.ctf_params().items()}
+        if table.has_ctf
+        else None
+    )
+    origins = torch.as_tensor(table.origins_A(), dtype=torch.float32)
+    rotations = relion_angles_to_matrix(table.angles_deg()).float() if table.has_angles else None
+    return ParticleData(images, stack.apix, ctf, origin_to_translation(origins, stack.apix), rotations)
+
+
+def _subset(data: ParticleData, idx: torch.Tensor) -> ParticleData:
+    pick = lambda x: None if x is None else x[idx]  # noqa: E731
+    ctf = {k: v[idx] for k, v in data.ctf.items()} if data.ctf is not None else None
+    return ParticleData(data.images[idx], data.apix, ctf, pick(data.translations_px), pick(data.rotations))
+
+
+def write_poses_star(path, table: ParticleTable, rotations: torch.Tensor, apix: float, box: int) -> None:
+    """The input particle rows, every column kept, angles replaced by ``rotations``; RELION 3.1."""
+    parts = table.particles[table.original_columns].copy()
+    angles = matrix_to_relion_angles(rotations.double()).numpy()
+    parts["rlnAngleRot"], parts["rlnAngleTilt"], parts["rlnAnglePsi"] = angles.T
+    if "rlnOriginX" in parts and "rlnOriginXAngst" not in parts:  # 3.0 pixels → 3.1 Å
+        origins = table.origins_A()
+        parts = parts.drop(columns=[c for c in ("rlnOriginX", "rlnOriginY") if c in parts])
+        parts["rlnOriginXAngst"], parts["rlnOriginYAngst"] = origins.T
+    write_star(path, parts, optics_for(table, apix, box))
+
+
+class MetricsLog:
+    """``metrics.csv``: one row per step, appended and flushed; a resumed run drops rows past its step."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            lines = path.read_text().splitlines()
+            keep = [ln for ln in lines[1:] if ln and int(ln.split(",")[0]) <= resume_step]
+            write_text_atomic(path, "\n".join([lines[0], *keep]) + "\n")
+        else:
+            write_text_atomic(path, ",".join(METRIC_COLUMNS) + "\n")
+        self._file = open(path, "a")  # noqa: SIM115 (kept open for the whole run)
+
+    def write(self, row: dict) -> None:
+        cells = [row.get(c) for c in METRIC_COLUMNS]
+        self._file.write(
+            ",".join("" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v)) for v in cells)
+            + "\n"
+        )
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _check_out_dir(out: Path, resume: bool, force: bool) -> None:
+    holds_run = any((out / f).exists() for f in ("checkpoint.pt", "config.yaml"))
+    if resume and not (out / "checkpoint.pt").exists():
+        raise InputError("--resume given but there is no checkpoint.pt here", out)
+    if holds_run and not (resume or force):
+        raise InputError("output folder holds another run; use --resume to continue it or --force", out)
+
+
+def _evaluator(data: ParticleData, ref_path, apix: float):
+    """A function ``state -> dict`` of FSC resolution and pose error against ground truth."""
+    reference, _ = read_map(ref_path)
+    if reference.shape[-1] != data.images.shape[-1]:
+        raise InputError(f"reference box {reference.shape[-1]} differs from the images'", ref_path)
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:EVAL_IMAGES]
+    sub = _subset(data, idx)
+
+    def evaluate(state: TrainState) -> dict:
+        est = predict_poses(state, sub).double().numpy()
+        alignment = align_rotations(est, sub.rotations.double().numpy())
+        with torch.no_grad():
+            vol = (state.volume.volume().detach().cpu().double() / state.scale).numpy()
+        curve = fsc(align_map(vol, alignment), reference)
+        n = reference.shape[-1]
+        return {
+            "fsc05_A": resolution_at(curve, 0.5, n, apix),
+            "fsc0143_A": resolution_at(curve, 0.143, n, apix),
+            "pose_mae_deg": alignment.mean_deg,
+            "pose_median_deg": alignment.median_deg,
+        }
+
+    return evaluate
+
+
+def _write_config(out: Path, star, config: TrainConfig, **settings) -> None:
+    doc = {
+        "cryoposenet_version": __version__,
+        "command": " ".join(sys.argv),
+        "star": str(star),
+        "train": dataclasses.asdict(config),
+        **settings,
+    }
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(doc, sort_keys=False))
+
+
+class _Progress:
+    """Per-step hook: tqdm bar with loss and images/s, metrics rows, periodic checkpoints.
+
+    A step's row is held until the next step so an evaluation of that step lands in the same row.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        state: TrainState | None,
+        total: int,
+        log_rows: MetricsLog,
+        checkpoint_every: int | None,
+        checkpoint_seconds: float,
+        show: bool,
+    ):
+        from tqdm import tqdm
+
+        start = state.step if state is not None else 0
+        self.bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not show)
+        self.out, self.rows, self.every, self.seconds = out, log_rows, checkpoint_every, checkpoint_seconds
+        self.t0 = time.perf_counter() - (state.extra.get("time_s", 0.0) if state is not None else 0.0)
+        self.last_save = time.perf_counter()
+        self.row: dict | None = None
+        self.last_eval: dict = {}
+        self.rate: float | None = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def flush(self) -> None:
+        if self.row is not None:
+            self.rows.write(self.row)
+            self.row = None
+
+    def on_step(self, info, state: TrainState) -> None:
+        if not math.isfinite(info.loss):
+            raise FloatingPointError(f"loss became {info.loss} at step {info.step}")
+        self.flush()
+        self.row = {
+            "step": info.step,
+            "loss": info.loss,
+            "time_s": self.elapsed(),
+            "images_per_s": info.images_per_s,
+            "k_max": info.k_max,
+        }
+        self.rate = info.images_per_s if self.rate is None else 0.95 * self.rate + 0.05 * info.images_per_s
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{info.loss:.4f}", img_s=f"{self.rate:.0f}", refresh=False)
+        due = (self.every and info.step % self.every == 0) or (
+            not self.every and time.perf_counter() - self.last_save > self.seconds
+        )
+        if due:
+            self.save(state)
+
+    def on_eval(self, figures: dict) -> None:
+        self.last_eval = figures
+        if self.row is not None:
+            self.row.update(figures)
+
+    def save(self, state: TrainState) -> None:
+        """Checkpoint, and flush the metrics so the file never runs ahead of or behind it."""
+        self.flush()
+        save_checkpoint(self.out / "checkpoint.pt", state, extra={"time_s": self.elapsed()})
+        self.last_save = time.perf_counter()
+
+
+def run_training(
+    star,
+    out_dir,
+    config: TrainConfig,
+    *,
+    datadir=None,
+    ref=None,
+    eval_every=None,
+    resume: bool = False,
+    force: bool = False,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float = 300.0,
+    progress: bool = True,
+) -> dict:
+    """Train on a STAR file and write the run folder; returns the final figures."""
+    out = Path(out_dir)
+    _check_out_dir(out, resume, force)
+    stack = load_particles(star, datadir=datadir)
+    data = particle_data(stack)
+    if config.poses == "known" and data.rotations is None:
+        raise InputError("--poses known needs rlnAngleRot/Tilt/Psi in the STAR file", star)
+    evaluate = None
+    if ref is not None and eval_every:
+        if data.rotations is None:
+            raise InputError("--eval-every needs ground-truth angles in the STAR file", star)
+        evaluate = _evaluator(data, ref, stack.apix)
+    out.mkdir(parents=True, exist_ok=True)
+    state = None
+    if resume:
+        state = load_checkpoint(
+            read_checkpoint(out / "checkpoint.pt"), data, config.device, steps=config.steps
+        )
+        log.info("resuming %s at step %d", out, state.step)
+    _write_config(
+        out,
+        star,
+        state.config if state else config,
+        datadir=datadir and str(datadir),
+        ref=ref and str(ref),
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+    )
+    rows = MetricsLog(out / "metrics.csv", state.step if state else None)
+    hook = _Progress(out, state, config.steps, rows, checkpoint_every, checkpoint_seconds, progress)
+    on_eval = None
+    if evaluate is not None:
+
+        def on_eval(st: TrainState) -> None:
+            hook.on_eval(evaluate(st))
+
+    try:
+        result = train(
+            data,
+            config if state is None else state.config,
+            on_step=hook.on_step,
+            on_eval=on_eval,
+            eval_every=eval_every or 0,
+            state=state,
+        )
+        hook.save(result.state)
+    finally:
+        hook.flush()
+        hook.bar.close()
+        rows.close()
+    write_map(out / "map.mrc", result.volume.numpy().astype(np.float32), stack.apix)
+    write_poses_star(out / "poses.star", stack.table, result.rotations, stack.apix, stack.box)
+    return {"steps": result.state.step, "time_s": hook.elapsed(), "final": hook.last_eval}
+
+
+def run_predict(run_dir, star, out_star, *, datadir=None, batch_size: int = 256, device: str = "cpu") -> int:
+    """Poses for the images of ``star`` from a trained run's encoder, one forward pass; writes a STAR."""
+    run = Path(run_dir)
+    if not (run / "checkpoint.pt").is_file():
+        raise InputError("not a cryoposenet run (no checkpoint.pt)", run)
+    payload = read_checkpoint(run / "checkpoint.pt")
+    if payload["config"].get("poses") != "encoder":
+        raise InputError(
+            f"run was trained with --poses {payload['config'].get('poses')}; it has no encoder", run
+        )
+    stack = load_particles(star, datadir=datadir)
+    data = particle_data(stack)
+    state = load_checkpoint(payload, data, device)
+    rotations = predict_poses(state, data, batch_size=batch_size)
+    write_poses_star(out_star, stack.table, rotations, stack.apix, stack.box)
+    return len(rotations)

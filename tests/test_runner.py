@@ -1,0 +1,109 @@
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from cryoposenet.cli import main
+from cryoposenet.io import read_map, read_star, write_map
+from datasets import write_dataset
+
+
+def corr(a, b):
+    return np.corrcoef(np.ravel(a), np.ravel(b))[0, 1]
+
+
+@pytest.fixture
+def clean_set(tmp_path):
+    truth = write_dataset(tmp_path, n=24, m=200, snr=None)
+    write_map(tmp_path / "truth.mrc", truth.astype(np.float32), 2.0)
+    return tmp_path, truth
+
+
+def train(folder, out, *extra):
+    return main(
+        [
+            "train",
+            str(folder / "p.star"),
+            "-o",
+            str(folder / out),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "16",
+            *extra,
+        ]
+    )
+
+
+def test_known_pose_training_recovers_map_and_writes_run_files(clean_set):
+    folder, truth = clean_set
+    code = train(
+        folder,
+        "run",
+        "--poses",
+        "known",
+        "--steps",
+        "150",
+        "--lr",
+        "1e-2",
+        "--ref",
+        str(folder / "truth.mrc"),
+        "--eval-every",
+        "75",
+    )
+    assert code == 0
+    run = folder / "run"
+    vol, apix = read_map(run / "map.mrc")
+    assert apix == pytest.approx(2.0)
+    assert corr(vol, truth) > 0.9
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics.columns[0] == "step" and list(metrics["step"]) == list(range(1, 151))
+    assert metrics["loss"].iloc[-10:].mean() < 0.2 * metrics["loss"].iloc[:5].mean()
+    evals = metrics.dropna(subset=["fsc05_A"])
+    assert list(evals["step"]) == [75, 150]
+    assert evals["pose_mae_deg"].max() < 1e-3  # known poses align to themselves
+    assert evals["fsc05_A"].iloc[-1] < 12.0
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["train"]["poses"] == "known" and config["cryoposenet_version"]
+    poses, source = read_star(run / "poses.star"), read_star(folder / "p.star")
+    assert set(source.original_columns) <= set(poses.particles.columns)
+    np.testing.assert_allclose(poses.column("rlnDefocusU"), source.column("rlnDefocusU"), rtol=1e-6)
+    assert (run / "checkpoint.pt").is_file()
+
+
+def test_output_folder_holding_a_run_is_refused_without_force(clean_set, capsys):
+    folder, _ = clean_set
+    assert train(folder, "run", "--steps", "2") == 0
+    assert train(folder, "run", "--steps", "2") == 2
+    assert "another run" in capsys.readouterr().err
+    assert train(folder, "run", "--steps", "2", "--force") == 0
+
+
+def test_predict_gives_a_pose_per_image_and_refuses_non_runs(clean_set, tmp_path_factory, capsys):
+    folder, _ = clean_set
+    other = tmp_path_factory.mktemp("other")
+    write_dataset(other, n=24, m=30, snr=None, seed=5, name="new")
+    assert train(folder, "run", "--steps", "3") == 0
+    out = other / "pred.star"
+    assert main(["predict", str(folder / "run"), str(other / "new.star"), "-o", str(out)]) == 0
+    pred = read_star(out)
+    assert len(pred) == 30 and pred.has_angles
+    assert list(pred.particles["rlnImageName"]) == list(
+        read_star(other / "new.star").particles["rlnImageName"]
+    )
+    assert main(["predict", str(other), str(other / "new.star"), "-o", str(out)]) == 2
+    assert "not a cryoposenet run" in capsys.readouterr().err
+    assert train(folder, "known", "--steps", "2", "--poses", "known") == 0
+    assert main(["predict", str(folder / "known"), str(other / "new.star"), "-o", str(out)]) == 2
+
+
+def test_resumed_run_matches_uninterrupted_run(clean_set):
+    folder, _ = clean_set
+    assert train(folder, "straight", "--steps", "12", "--seed", "3") == 0
+    assert train(folder, "parts", "--steps", "7", "--seed", "3", "--checkpoint-every", "7") == 0
+    assert train(folder, "parts", "--steps", "12", "--seed", "3", "--resume") == 0
+    a, _ = read_map(folder / "straight" / "map.mrc")
+    b, _ = read_map(folder / "parts" / "map.mrc")
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * np.abs(a).max())
+    steps = pd.read_csv(folder / "parts" / "metrics.csv")["step"]
+    assert list(steps) == list(range(1, 13))
