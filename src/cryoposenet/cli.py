@@ -54,7 +54,11 @@ def _common(p: argparse.ArgumentParser, out_default: str | None = None, out_requ
 
 
 def _add_simulate(sub) -> None:
-    p = sub.add_parser("simulate", help="particle data set from an atomic model or a map")
+    p = sub.add_parser(
+        "simulate",
+        help="particle data set from an atomic model or a map",
+        description="Without --pdb or --map, the embedded default molecule is used.",
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--pdb", help="atomic model (PDB or mmCIF)")
     src.add_argument("--map", help="MRC map instead of an atomic model")
@@ -64,8 +68,8 @@ def _add_simulate(sub) -> None:
     p.add_argument("--heldout", type=int, default=None, help="images kept out of train.star (default 10%%)")
     p.add_argument("--snr-db", type=_snr_db, default=None, help="SNR in dB (omit or inf: noiseless)")
     p.add_argument("--ctf", action="store_true", help="corrupt images with a CTF")
-    p.add_argument("--defocus-min", type=_positive_float, default=0.4, help="µm (default 0.4)")
-    p.add_argument("--defocus-max", type=_positive_float, default=1.2, help="µm (default 1.2)")
+    p.add_argument("--defocus-min", type=_positive_float, default=None, help="µm (default 0.4)")
+    p.add_argument("--defocus-max", type=_positive_float, default=None, help="µm (default 1.2)")
     p.add_argument("--shift-max", type=float, default=0.0, help="max random shift in Å (default 0)")
     p.add_argument("--preset", choices=list("ABCDEFG"), help="a row of the paper's Table 1")
     _common(p, out_default="simulated")

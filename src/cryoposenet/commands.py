@@ -16,7 +16,33 @@ def _not_built(issue: int) -> None:
 
 
 def simulate(args: Namespace) -> None:
-    _not_built(3)
+    from .simulate import default_molecule, simulate_dataset
+
+    sizes = {k: v for k, v in (("box", args.box), ("apix", args.apix)) if v is not None}
+    atoms = default_molecule() if args.pdb is None and args.map is None else None
+    if atoms is not None:
+        print("no --pdb or --map: using the embedded default molecule", file=sys.stderr)
+    result = simulate_dataset(
+        args.out,
+        pdb=args.pdb,
+        map_path=args.map,
+        atoms=atoms,
+        n_images=args.n_images,
+        heldout=args.heldout,
+        snr_db=args.snr_db,
+        ctf=True if args.ctf else None,
+        defocus_min_um=args.defocus_min,
+        defocus_max_um=args.defocus_max,
+        shift_max_A=args.shift_max,
+        seed=args.seed,
+        preset=args.preset,
+        **sizes,
+    )
+    snr = "noiseless" if result.snr_db is None else f"SNR {result.snr_db_measured:.2f} dB"
+    print(
+        f"{result.n_train} train + {result.n_heldout} held-out images of {result.box} px at "
+        f"{result.apix} Å ({snr}) in {result.seconds:.0f} s; wrote {args.out}/"
+    )
 
 
 def train(args: Namespace) -> None:
