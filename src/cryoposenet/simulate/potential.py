@@ -133,7 +133,7 @@ def _window(half: int) -> torch.Tensor:
     return torch.stack([x, y, z], dim=-1).reshape(-1, 3)
 
 
-def potential_from_atoms(atoms: AtomSet, box: int, apix: float, chunk: int = 2048) -> np.ndarray:
+def potential_from_atoms(atoms: AtomSet, box: int, apix: float, chunk: int = 256) -> np.ndarray:
     """Electrostatic potential (V) ``(box, box, box)`` float32 ``[z, y, x]`` at ``apix`` Å/voxel.
 
     Raises :class:`InputError` (naming the model file and the box it needs) when the model does

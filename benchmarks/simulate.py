@@ -1,0 +1,89 @@
+"""Benchmark ``simulate_dataset``: wall time and peak memory for the paper-sized data sets.
+
+    python benchmarks/simulate.py                 # both cases
+    python benchmarks/simulate.py --case 128      # 10,000 images of 128 px (0.8 Å)
+    python benchmarks/simulate.py --case 64 -n 20000
+
+Each case runs in its own child process so that its peak RSS (``ru_maxrss``) is its own. The model
+is 4AKE from ``../shared/data/4ake.pdb`` when present (the paper's molecule), else the embedded
+molecule; the data set is the paper's preset G (0 dB, CTF 0.4–1.2 µm), the most work per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CASES = {"128": {"n": 10_000, "box": 128, "apix": 0.8}, "64": {"n": 100_000, "box": 64, "apix": 1.6}}
+DEFAULT_PDB = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "4ake.pdb"
+
+
+def run_case(case: str, n: int | None, pdb: str | None, out: str | None, threads: int | None) -> dict:
+    """Simulate one case in this process; return its figures."""
+    import torch
+
+    from cryoposenet.simulate import default_molecule, simulate_dataset
+
+    if threads:
+        torch.set_num_threads(threads)
+    spec = dict(CASES[case])
+    n = n or spec["n"]
+    source = {"pdb": pdb} if pdb else {"atoms": default_molecule()}
+    with tempfile.TemporaryDirectory(prefix="simbench-", dir=out) as tmp:
+        t0 = time.perf_counter()
+        res = simulate_dataset(
+            tmp, **source, box=spec["box"], apix=spec["apix"], n_images=n, preset="G", progress=False
+        )
+        wall = time.perf_counter() - t0
+        stack_mb = res.particles.stat().st_size / 2**20
+    return {
+        "case": f"{n} x {spec['box']} px",
+        "model": Path(pdb).name if pdb else "embedded",
+        "wall_s": wall,
+        "ms_per_image": 1e3 * wall / n,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "stack_mb": stack_mb,
+        "snr_db_measured": res.snr_db_measured,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", choices=[*CASES, "both"], default="both")
+    ap.add_argument("-n", type=int, default=None, help="images (default: 10,000 at 128 px, 100,000 at 64 px)")
+    ap.add_argument("--pdb", default=str(DEFAULT_PDB) if DEFAULT_PDB.is_file() else None)
+    ap.add_argument("--out", default=None, help="folder for the temporary data set (default: system temp)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(run_case(args.case, args.n, args.pdb, args.out, args.threads)))
+        return
+    rows = []
+    for case in CASES if args.case == "both" else [args.case]:
+        cmd = [sys.executable, __file__, "--child", "--case", case]
+        opts = {"-n": args.n, "--pdb": args.pdb, "--out": args.out, "--threads": args.threads}
+        for flag, value in opts.items():
+            if value is not None:
+                cmd += [flag, str(value)]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    head = ("case", "model", "wall (s)", "ms/img", "peak RSS (MB)", "stack (MB)", "SNR (dB)")
+    print(f"\n{head[0]:<20}{head[1]:<12}{head[2]:>10}{head[3]:>9}{head[4]:>15}{head[5]:>12}{head[6]:>10}")
+    for r in rows:
+        print(
+            f"{r['case']:<20}{r['model']:<12}{r['wall_s']:>10.1f}{r['ms_per_image']:>9.2f}"
+            f"{r['peak_rss_mb']:>15.0f}{r['stack_mb']:>12.0f}{r['snr_db_measured']:>10.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
