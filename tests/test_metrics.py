@@ -3,7 +3,15 @@ import pytest
 import torch
 from scipy import ndimage
 
-from cryoposenet.metrics import MIRROR, align_map, align_rotations, fsc, pose_errors_deg, resolution_at
+from cryoposenet.metrics import (
+    MIRROR,
+    align_map,
+    align_rotations,
+    apply_alignment,
+    fsc,
+    pose_errors_deg,
+    resolution_at,
+)
 from cryoposenet.physics.projection import project
 from cryoposenet.physics.rotations import expmap_to_quaternion, quaternion_to_matrix, random_rotations
 
@@ -126,3 +134,14 @@ def test_alignment_is_robust_to_noise_and_outliers():
     assert np.median(al.errors_deg) < 2.5
     assert pose_errors_deg(al.rotation[None], g[None])[0] < 1.0
     assert (al.errors_deg[:4] > 10).sum() >= 3  # the wild ones stay wild
+
+
+def test_fixed_alignment_applies_to_other_poses_incl_mirror():
+    ref, g = _setup(5)
+    est = MIRROR @ ref @ g @ MIRROR
+    al = align_rotations(est[:20], ref[:20])
+    assert al.mirrored
+    np.testing.assert_allclose(apply_alignment(al, est[20:], ref[20:]), 0.0, atol=1e-5)
+    # a different global rotation on the 'held-out' half is not hidden by a fresh alignment
+    other = random_rotations(1, torch.Generator().manual_seed(77)).numpy()[0]
+    assert apply_alignment(al, MIRROR @ ref[20:] @ other @ MIRROR, ref[20:]).mean() > 10

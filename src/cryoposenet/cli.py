@@ -128,7 +128,8 @@ def _add_report(sub) -> None:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="simulate, train, evaluate and report on an embedded molecule")
     p.add_argument("--pdb", help="use this atomic model instead of the embedded one")
-    p.add_argument("--steps", type=_positive_int, default=None)
+    p.add_argument("--steps", type=_positive_int, default=None, help="training steps (default 1500)")
+    p.add_argument("--force", action="store_true", help="overwrite a previous demo in the output folder")
     _common(p, out_default="cryoposenet-demo")
 
 

@@ -14,10 +14,16 @@ import numpy as np
 from .errors import InputError
 from .io.mrc import read_map
 from .io.star import ParticleTable, read_star
-from .metrics import Alignment, align_map, align_rotations, fsc, resolution_at
+from .metrics import Alignment, align_map, align_rotations, apply_alignment, fsc, resolution_at
 from .physics.rotations import relion_angles_to_matrix
 
-__all__ = ["EvaluationResult", "matched_rotations", "evaluate_maps", "evaluate_files"]
+__all__ = [
+    "EvaluationResult",
+    "matched_rotations",
+    "heldout_pose_errors",
+    "evaluate_maps",
+    "evaluate_files",
+]
 
 
 @dataclass
@@ -50,6 +56,16 @@ def matched_rotations(est: ParticleTable, ref: ParticleTable) -> tuple[np.ndarra
     r_est = relion_angles_to_matrix(est.angles_deg()[both["_i"].to_numpy()]).numpy()
     r_ref = relion_angles_to_matrix(ref.angles_deg()[both["_j"].to_numpy()]).numpy()
     return r_est, r_ref
+
+
+def heldout_pose_errors(train_poses, train_ref, heldout_poses, heldout_ref) -> tuple[np.ndarray, bool]:
+    """Held-out pose errors (degrees) under the global alignment found on the training poses.
+
+    Returns ``(errors_deg (M,), mirrored)``; all four arguments are STAR file paths.
+    """
+    alignment = align_rotations(*matched_rotations(read_star(train_poses), read_star(train_ref)))
+    est, ref = matched_rotations(read_star(heldout_poses), read_star(heldout_ref))
+    return apply_alignment(alignment, est, ref), alignment.mirrored
 
 
 def evaluate_maps(

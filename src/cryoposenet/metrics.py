@@ -24,6 +24,7 @@ __all__ = [
     "Alignment",
     "align_rotations",
     "align_map",
+    "apply_alignment",
     "pose_errors_deg",
     "MIRROR",
 ]
@@ -126,6 +127,17 @@ def align_rotations(est, ref, allow_mirror: bool = True) -> Alignment:
         if err_m.mean() < err.mean():
             result = Alignment(g_m, True, err_m)
     return result
+
+
+def apply_alignment(alignment: Alignment, est, ref) -> np.ndarray:
+    """Errors in degrees ``(M,)`` of other estimates ``est`` vs ``ref`` under a fixed alignment.
+
+    For held-out images: the global transform is found on the training poses and only applied here.
+    """
+    est = np.asarray(est, dtype=np.float64)
+    if alignment.mirrored:
+        est = MIRROR @ est @ MIRROR
+    return pose_errors_deg(est, np.asarray(ref, dtype=np.float64) @ alignment.rotation)
 
 
 def align_map(volume: np.ndarray, alignment: Alignment, order: int = 3) -> np.ndarray:
