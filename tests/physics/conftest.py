@@ -75,6 +75,12 @@ def blob_map():
 
 
 @pytest.fixture
+def blob_cls():
+    """The :class:`BlobMap` class, for hand-placed blobs."""
+    return BlobMap
+
+
+@pytest.fixture
 def corr():
     return correlation
 
