@@ -197,8 +197,8 @@ class _Stream:
 
 
 def _batch_size(box: int) -> int:
-    """Images per batch: about 4 Mpixel (16 MB of float32 images), 16 to 512."""
-    return int(max(16, min(512, 2**22 // box**2)))
+    """Images per batch: about 2 Mpixel (8 MB of float32 images), 16 to 512."""
+    return int(max(16, min(512, 2**21 // box**2)))
 
 
 def _render_stack(

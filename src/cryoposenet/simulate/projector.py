@@ -55,7 +55,7 @@ def project_rotated(
     volume: torch.Tensor,
     rotations: torch.Tensor,
     radius_px: float | None = None,
-    max_chunk_bytes: float = 2.5e8,
+    max_chunk_bytes: float = 1e8,
 ) -> torch.Tensor:
     """Projections ``(B, N, N)`` of ``volume`` ``(N, N, N)`` ``[z, y, x]`` at RELION matrices ``(B, 3, 3)``.
 
