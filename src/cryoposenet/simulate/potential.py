@@ -32,7 +32,6 @@ from pathlib import Path
 
 import gemmi
 import numpy as np
-import torch
 
 from ..errors import InputError
 
@@ -126,11 +125,11 @@ def required_box(atoms: AtomSet, apix: float) -> int:
     return 2 * half
 
 
-def _window(half: int) -> torch.Tensor:
+def _window(half: int) -> np.ndarray:
     """Integer voxel offsets ``(W, 3)`` (x, y, z) of a cube of half-width ``half``."""
-    r = torch.arange(-half, half + 1)
-    z, y, x = torch.meshgrid(r, r, r, indexing="ij")
-    return torch.stack([x, y, z], dim=-1).reshape(-1, 3)
+    r = np.arange(-half, half + 1)
+    z, y, x = np.meshgrid(r, r, r, indexing="ij")
+    return np.stack([x, y, z], axis=-1).reshape(-1, 3)
 
 
 def potential_from_atoms(atoms: AtomSet, box: int, apix: float, chunk: int = 256) -> np.ndarray:
@@ -154,32 +153,26 @@ def potential_from_atoms(atoms: AtomSet, box: int, apix: float, chunk: int = 256
     pos_px = (atoms.xyz_A - _centre_A(atoms)) / apix + box // 2  # (M, 3) xyz voxel coordinates
     cutoff = cutoff_radius_A(atoms.elements, apix)
     offsets = _window(math.ceil(cutoff / apix))
-    out = torch.zeros(box**3, dtype=torch.float64)
+    out = np.zeros(box**3, dtype=np.float64)
     for sl in _chunks(len(atoms), chunk):
-        _add_atoms(
-            out,
-            torch.from_numpy(pos_px[sl]),
-            torch.from_numpy(amp[sl]),
-            torch.from_numpy(b[sl]),
-            offsets,
-            apix,
-            cutoff,
-            box,
-        )
-    return out.reshape(box, box, box).to(torch.float32).numpy()
+        out += _atoms_on_grid(pos_px[sl], amp[sl], b[sl], offsets, apix, cutoff, box)
+    return out.reshape(box, box, box).astype(np.float32)
 
 
 def _chunks(n: int, size: int):
     return (slice(i, min(i + size, n)) for i in range(0, n, size))
 
 
-def _add_atoms(out, pos_px, amp, b, offsets, apix, cutoff, box) -> None:
-    """Accumulate atoms ``(m, 3)`` into the flat volume ``out`` ``(box³,)`` (index z·N² + y·N + x)."""
-    centre = torch.round(pos_px).long()  # (m, 3)
-    vox = centre[:, None, :] + offsets[None]  # (m, W, 3)
+def _atoms_on_grid(pos_px, amp, b, offsets, apix, cutoff, box) -> np.ndarray:
+    """Atoms ``(m, 3)`` summed onto the flat volume ``(box³,)`` (index z·N² + y·N + x), float64.
+
+    NumPy, single-threaded on purpose: these are many small array operations, which torch's
+    thread pool runs far slower on a busy machine.
+    """
+    vox = np.rint(pos_px).astype(np.int64)[:, None, :] + offsets[None]  # (m, W, 3)
     r2 = (((vox - pos_px[:, None, :]) * apix) ** 2).sum(-1)  # (m, W) Å²
-    gauss = torch.exp(-4 * math.pi**2 * r2[..., None] / b[:, None, :])  # (m, W, 5)
-    val = (gauss * amp[:, None, :]).sum(-1) * (r2 <= cutoff**2)
+    gauss = np.exp(-4 * math.pi**2 * r2[..., None] / b[:, None, :])  # (m, W, 5)
+    val = np.einsum("mwk,mk->mw", gauss, amp) * (r2 <= cutoff**2)
     inside = ((vox >= 0) & (vox < box)).all(-1)
     flat = (vox[..., 2] * box + vox[..., 1]) * box + vox[..., 0]
-    out.index_add_(0, flat[inside], val[inside])
+    return np.bincount(flat[inside], weights=val[inside], minlength=box**3)
