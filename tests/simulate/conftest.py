@@ -11,8 +11,6 @@ import torch
 
 from cryoposenet.simulate import AtomSet
 
-SHARED_4AKE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "4ake.pdb"
-
 
 def make_small_atoms(seed: int = 3, n: int = 400) -> AtomSet:
     """An asymmetric blob (σ 4.5 × 3 × 2.2 Å) of C/N/O/S atoms with a side arm."""
@@ -22,6 +20,15 @@ def make_small_atoms(seed: int = 3, n: int = 400) -> AtomSet:
     xyz = np.concatenate([body, arm + rng.normal(scale=0.3, size=arm.shape)])
     elements = rng.choice(["C", "N", "O", "S"], size=len(xyz), p=[0.6, 0.2, 0.18, 0.02])
     return AtomSet(xyz, elements, "<small>")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """16–32 px tensors are too small to share out; one thread is faster, above all on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
