@@ -2,17 +2,17 @@
 
 Two domains of different shape and fold, joined by a linker, plus one long helix sticking out:
 
-* domain 1, a bundle of ~10 α-helices (ideal geometry: 1.5 Å rise, 100° per residue, 2.3 Å
-  radius) packed 10 Å apart in an ellipsoid, axes tilted at random;
-* domain 2, two β-sheets (strands 3.3 Å per residue, 4.8 Å apart, sheets 10 Å apart) in a
-  smaller ellipsoid off to one side and rotated;
+* domain 1, a bundle of 8 α-helices (ideal geometry: 1.5 Å rise, 100° per residue, 2.3 Å
+  radius) along x, packed 10 Å apart in an ellipsoid, axes tilted at random by up to ~9°;
+* domain 2, two 5-stranded β-sheets (strands 3.3 Å per residue along y, 4.8 Å apart, sheets
+  10 Å apart) beside domain 1;
 * an 18-residue helix pointing away from both.
 
-Consecutive elements are joined by loops (Cα every ≤ 3.8 Å along a bulged path). Each Cα gets
+Consecutive elements are joined by loops (Cα 3.0–3.8 Å apart along a bulged path). Each Cα gets
 backbone N, C, O, a CB (except glycines) and a side chain of 0–4 further atoms (C, N, O, S)
 pointing outwards; a few hundred relaxation steps keep Cα 3.8 Å apart along the chain and
-≥ 4.2 Å from the rest. The result has ~1,600 non-hydrogen atoms (~280 residues), no symmetry, and fits
-:data:`MOLECULE_BOX_A` (a 64-pixel box of 1.6 Å, or 32 pixels of 3.2 Å, ...).
+≥ 4.2 Å from the rest. The result has ~1,600 non-hydrogen atoms (~280 residues), no symmetry,
+and fits :data:`MOLECULE_BOX_A` (a 64-pixel box of 1.6 Å, or 32 pixels of 3.2 Å, ...).
 """
 
 from __future__ import annotations
