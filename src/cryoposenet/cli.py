@@ -12,7 +12,7 @@ import logging
 import sys
 
 from . import __version__
-from .errors import InputError
+from .errors import CryoPoseNetError, InputError
 
 __all__ = ["main", "build_parser"]
 
@@ -26,6 +26,13 @@ HANDLERS = {
     "report": "cryoposenet.commands:report",
     "demo": "cryoposenet.commands:demo",
 }
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with SPEC.md's error style: one line on stderr, exit code 2, no usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _positive_int(text: str) -> int:
@@ -134,11 +141,9 @@ def _add_demo(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cryoposenet", description="Ab initio cryo-EM reconstruction with CryoPoseNet."
-    )
+    parser = _Parser(prog="cryoposenet", description="Ab initio cryo-EM reconstruction with CryoPoseNet.")
     parser.add_argument("--version", action="version", version=f"cryoposenet {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for add in (
         _add_simulate,
         _add_train,
@@ -168,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"cryoposenet {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except CryoPoseNetError as exc:
+        print(f"cryoposenet {args.command}: {exc}", file=sys.stderr)
+        return 1
     except NotImplementedError as exc:
         print(f"cryoposenet {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -20,8 +20,6 @@ def simulate(args: Namespace) -> None:
 
     sizes = {k: v for k, v in (("box", args.box), ("apix", args.apix)) if v is not None}
     atoms = default_molecule() if args.pdb is None and args.map is None else None
-    if atoms is not None:
-        print("no --pdb or --map: using the embedded default molecule", file=sys.stderr)
     result = simulate_dataset(
         args.out,
         pdb=args.pdb,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CryoPoseNetError", "InputError"]
+__all__ = ["CryoPoseNetError", "InputError", "TrainingDiverged"]
 
 
 class CryoPoseNetError(Exception):
@@ -18,3 +18,7 @@ class InputError(CryoPoseNetError):
     def __init__(self, message: str, path=None):
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class TrainingDiverged(CryoPoseNetError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""

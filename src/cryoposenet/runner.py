@@ -7,9 +7,11 @@ between files and that library.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,7 +22,7 @@ import yaml
 
 from . import __version__
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .errors import InputError
+from .errors import CryoPoseNetError, InputError, TrainingDiverged
 from .io.atomic import write_text_atomic
 from .io.mrc import read_map, write_map
 from .io.particles import ParticleStack, load_particles, optics_for
@@ -186,6 +188,7 @@ class _Progress:
         self.row: dict | None = None
         self.last_eval: dict = {}
         self.rate: float | None = None
+        self.stop_signal: str | None = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -197,7 +200,10 @@ class _Progress:
 
     def on_step(self, info, state: TrainState) -> None:
         if not math.isfinite(info.loss):
-            raise FloatingPointError(f"loss became {info.loss} at step {info.step}")
+            raise TrainingDiverged(
+                f"loss became {info.loss} at step {info.step}; the last good checkpoint "
+                f"in {self.out} is kept (try a lower --lr, then --resume)"
+            )
         self.flush()
         self.row = {
             "step": info.step,
@@ -212,8 +218,12 @@ class _Progress:
         due = (self.every and info.step % self.every == 0) or (
             not self.every and time.perf_counter() - self.last_save > self.seconds
         )
-        if due:
+        if due or self.stop_signal:
             self.save(state)
+        if self.stop_signal:
+            raise CryoPoseNetError(
+                f"stopped by {self.stop_signal} at step {info.step}; checkpoint saved, continue with --resume"
+            )
 
     def on_eval(self, figures: dict) -> None:
         self.last_eval = figures
@@ -223,8 +233,42 @@ class _Progress:
     def save(self, state: TrainState) -> None:
         """Checkpoint, and flush the metrics so the file never runs ahead of or behind it."""
         self.flush()
+        if not all(torch.isfinite(p).all() for p in _parameters(state)):
+            raise TrainingDiverged(
+                f"the map or encoder became NaN/Inf by step {state.step}; the last good "
+                f"checkpoint in {self.out} is kept (try a lower --lr, then --resume)"
+            )
         save_checkpoint(self.out / "checkpoint.pt", state, extra={"time_s": self.elapsed()})
         self.last_save = time.perf_counter()
+
+
+def _parameters(state: TrainState) -> list[torch.Tensor]:
+    params = list(state.volume.parameters())
+    if state.encoder is not None:
+        params += list(state.encoder.parameters())
+    if state.free_params is not None:
+        params.append(state.free_params)
+    return params
+
+
+@contextlib.contextmanager
+def _stop_on_signals(hook: _Progress):
+    """SIGTERM and SIGINT ask the run to checkpoint and stop at the end of the current step."""
+
+    def ask(signum, _frame):
+        hook.stop_signal = signal.Signals(signum).name
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, ask)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_training(
@@ -278,14 +322,15 @@ def run_training(
             hook.on_eval(evaluate(st))
 
     try:
-        result = train(
-            data,
-            config if state is None else state.config,
-            on_step=hook.on_step,
-            on_eval=on_eval,
-            eval_every=eval_every or 0,
-            state=state,
-        )
+        with _stop_on_signals(hook):
+            result = train(
+                data,
+                config if state is None else state.config,
+                on_step=hook.on_step,
+                on_eval=on_eval,
+                eval_every=eval_every or 0,
+                state=state,
+            )
         hook.save(result.state)
     finally:
         hook.flush()

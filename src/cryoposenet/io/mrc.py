@@ -38,7 +38,9 @@ def _apix_of(mrc) -> float | None:
 def read_map(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
     """A cubic 3D map as float32 ``[z, y, x]`` and its pixel size in Å (None if the header has none)."""
     with _open(path, mmap=False) as mrc:
-        if mrc.data is None or mrc.data.ndim != 3:
+        if mrc.data is None:
+            raise _damaged(mrc, path)
+        if mrc.data.ndim != 3:
             raise InputError("expected a 3D map", path)
         data = np.asarray(mrc.data, dtype=np.float32).copy()
         apix = _apix_of(mrc)
@@ -57,10 +59,24 @@ def write_map(path: str | os.PathLike, data: np.ndarray, apix: float) -> None:
         mrc.update_header_stats()
 
 
+def _damaged(mrc, path) -> InputError:
+    h = mrc.header
+    size = Path(path).stat().st_size
+    return InputError(
+        f"truncated or damaged: the header describes {int(h.nz)} images of {int(h.ny)} × "
+        f"{int(h.nx)} pixels but the file has only {size} bytes",
+        path,
+    )
+
+
 def open_stack(path: str | os.PathLike):
     """Memory-map an image stack (or a single 2D image) for reading; the caller closes it."""
     mrc = _open(path, mmap=True)
-    if mrc.data is None or mrc.data.ndim not in (2, 3):
+    if mrc.data is None:
+        error = _damaged(mrc, path)
+        mrc.close()
+        raise error
+    if mrc.data.ndim not in (2, 3):
         mrc.close()
         raise InputError("expected a 2D image or an image stack", path)
     return mrc
