@@ -69,6 +69,12 @@ def test_known_pose_training_recovers_map_and_writes_run_files(clean_set):
     assert set(source.original_columns) <= set(poses.particles.columns)
     np.testing.assert_allclose(poses.column("rlnDefocusU"), source.column("rlnDefocusU"), rtol=1e-6)
     assert (run / "checkpoint.pt").is_file()
+    # the report of this run: every figure the page shows exists, with the reference-based ones
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text()
+    for png in ("loss.png", "evaluation.png", "fsc.png", "map_views.png", "pose_errors.png", "montage.png"):
+        assert f'src="{png}"' in page and (run / png).stat().st_size > 1000
+    assert "handedness" in page and "FSC 0.5 / 0.143" in page
 
 
 def test_output_folder_holding_a_run_is_refused_without_force(clean_set, capsys):

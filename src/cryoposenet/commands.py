@@ -110,7 +110,9 @@ def backproject(args: Namespace) -> None:
 
 
 def report(args: Namespace) -> None:
-    _not_built(5)
+    from .report import write_report
+
+    print(f"wrote {write_report(args.run)}")
 
 
 def demo(args: Namespace) -> None:

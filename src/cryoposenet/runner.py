@@ -309,7 +309,7 @@ def run_training(
         star,
         state.config if state else config,
         datadir=datadir and str(datadir),
-        ref=ref and str(ref),
+        ref=ref and str(Path(ref).resolve()),
         eval_every=eval_every,
         checkpoint_every=checkpoint_every,
     )

@@ -1,0 +1,216 @@
+"""``cryoposenet report RUN``: PNG plots and one self-contained HTML page of a training run.
+
+Everything is computed from the run folder (``metrics.csv``, ``map.mrc``, ``poses.star``,
+``config.yaml``, ``checkpoint.pt``) and, when the run was given one, the reference map and the
+ground-truth angles of its STAR file. The page links PNGs beside it: no server, no internet.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from .errors import InputError  # noqa: E402
+from .io.atomic import atomic_path, write_text_atomic  # noqa: E402
+from .io.mrc import read_map  # noqa: E402
+from .io.particles import load_particles  # noqa: E402
+from .io.star import read_star  # noqa: E402
+from .metrics import align_map, align_rotations, fsc, resolution_at  # noqa: E402
+from .physics.ctf import ctf_half_plane  # noqa: E402
+from .physics.imaging import render  # noqa: E402
+from .physics.projection import volume_to_fourier  # noqa: E402
+from .physics.rotations import relion_angles_to_matrix  # noqa: E402
+
+__all__ = ["write_report"]
+
+
+def _save(fig, path: Path) -> str:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path.name
+
+
+def _curves(metrics: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
+    figs = []
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(metrics["step"], metrics["loss"], lw=0.8)
+    ax.set(xlabel="step", ylabel="loss (fraction of image variance)", yscale="log", title="Training loss")
+    figs.append(("Loss", _save(fig, out / "loss.png")))
+    ev = metrics.dropna(subset=["pose_mae_deg"]) if "pose_mae_deg" in metrics else metrics.iloc[:0]
+    if len(ev):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+        a1.plot(ev["step"], ev["pose_mae_deg"], "o-", label="mean")
+        a1.plot(ev["step"], ev["pose_median_deg"], "s--", label="median")
+        a1.set(xlabel="step", ylabel="pose error after alignment (°)", yscale="log", title="Pose error")
+        a1.legend()
+        a2.plot(ev["step"], ev["fsc05_A"], "o-", label="FSC 0.5")
+        a2.plot(ev["step"], ev["fsc0143_A"], "s--", label="FSC 0.143")
+        a2.set(xlabel="step", ylabel="resolution vs reference (Å)", title="Map resolution")
+        a2.legend()
+        figs.append(("Evaluation during training", _save(fig, out / "evaluation.png")))
+    return figs
+
+
+def _fsc_plot(curve: np.ndarray, n: int, apix: float, out: Path, label: str) -> str:
+    freq = np.arange(len(curve)) / (n * apix)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(freq, curve, label=label)
+    for t, style in ((0.5, "--"), (0.143, ":")):
+        ax.axhline(t, color="grey", ls=style, lw=0.8)
+        ax.text(freq[-1], t, f" {t}", va="center", fontsize=8)
+    ax.set(
+        xlabel="spatial frequency (1/Å)", ylabel="FSC", ylim=(-0.1, 1.05), title="FSC against the reference"
+    )
+    ax.legend()
+    return _save(fig, out / "fsc.png")
+
+
+def _views(maps: dict[str, np.ndarray], out: Path) -> str:
+    rows = list(maps.items())
+    fig, axes = plt.subplots(len(rows), 6, figsize=(12, 2.1 * len(rows)), squeeze=False)
+    for r, (name, vol) in enumerate(rows):
+        c = vol.shape[0] // 2
+        panels = [vol[c], vol[:, c], vol[:, :, c], vol.sum(0), vol.sum(1), vol.sum(2)]
+        titles = ["slice z", "slice y", "slice x", "projection z", "projection y", "projection x"]
+        for k, (img, title) in enumerate(zip(panels, titles, strict=True)):
+            axes[r, k].imshow(img, cmap="gray", origin="lower")
+            axes[r, k].set_xticks([])
+            axes[r, k].set_yticks([])
+            if r == 0:
+                axes[r, k].set_title(title, fontsize=9)
+        axes[r, 0].set_ylabel(name)
+    return _save(fig, out / "map_views.png")
+
+
+def _histogram(errors: np.ndarray, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(errors, bins=np.logspace(np.log10(max(errors.min(), 1e-2)), np.log10(180), 40))
+    ax.set(
+        xscale="log",
+        xlabel="pose error after global alignment (°)",
+        ylabel="particles",
+        title=f"Pose errors: mean {errors.mean():.2f}°, median {np.median(errors):.2f}°",
+    )
+    return _save(fig, out / "pose_errors.png")
+
+
+def _montage(star: Path, poses: Path, volume: np.ndarray, out: Path, count: int = 8) -> str:
+    """Particle images beside the map rendered at their estimated poses (with their CTF and shift)."""
+    from .reconstruct import poses_for_table
+
+    stack = load_particles(star)
+    rows = np.linspace(0, len(stack) - 1, min(count, len(stack))).astype(int)
+    angles = poses_for_table(stack.table, read_star(poses))[rows]
+    images = stack[rows]
+    table = stack.table
+    ctf = None
+    if table.has_ctf:
+        params = {k: torch.as_tensor(v[rows]) for k, v in table.ctf_params().items()}
+        ctf = ctf_half_plane(stack.box, stack.apix, dtype=torch.float64, **params)
+    shifts = -torch.as_tensor(table.origins_A()[rows]) / stack.apix
+    fvol = volume_to_fourier(torch.as_tensor(volume, dtype=torch.float64))
+    rendered = render(fvol, relion_angles_to_matrix(angles), ctf, shifts).numpy()
+    fig, axes = plt.subplots(2, len(rows), figsize=(1.6 * len(rows), 3.6), squeeze=False)
+    for k in range(len(rows)):
+        for r, (img, name) in enumerate(((images[k], "image"), (rendered[k], "rendered"))):
+            axes[r, k].imshow(img, cmap="gray", origin="lower")
+            axes[r, k].set_xticks([])
+            axes[r, k].set_yticks([])
+            if k == 0:
+                axes[r, k].set_ylabel(name)
+        axes[0, k].set_title(f"#{rows[k] + 1}", fontsize=8)
+    return _save(fig, out / "montage.png")
+
+
+def _page(title: str, facts: list[tuple[str, str]], figures: list[tuple[str, str]]) -> str:
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
+    figs = "".join(
+        f'<h2>{html.escape(t)}</h2><img src="{html.escape(src)}" alt="{html.escape(t)}">'
+        for t, src in figures
+    )
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "img{max-width:100%;border:1px solid #ddd}th{text-align:left;padding-right:1em}"
+        "table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #eee}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1><table>{rows}</table>"
+        f"{figs}</body></html>\n"
+    )
+
+
+def _reference_figures(
+    run: Path, config: dict, volume: np.ndarray, apix: float, facts, figures
+) -> np.ndarray:
+    """Alignment, FSC, pose-error histogram and side-by-side views when the run had a reference."""
+    ref_path, star = config.get("ref"), Path(config["star"])
+    truth = read_star(star)
+    shown = {"estimate": volume}
+    if truth.has_angles:
+        est = relion_angles_to_matrix(read_star(run / "poses.star").angles_deg()).numpy()
+        alignment = align_rotations(est, relion_angles_to_matrix(truth.angles_deg()).numpy())
+        facts += [
+            ("pose error, mean / median", f"{alignment.mean_deg:.2f}° / {alignment.median_deg:.2f}°"),
+            ("handedness", "flipped" if alignment.mirrored else "same"),
+        ]
+        figures.append(("Pose errors", _histogram(alignment.errors_deg, run)))
+        shown = {"estimate (aligned)": align_map(volume, alignment)}
+    if ref_path and Path(ref_path).is_file():
+        reference, _ = read_map(ref_path)
+        aligned = next(iter(shown.values()))
+        curve = fsc(aligned, reference)
+        n = reference.shape[-1]
+        facts += [
+            (
+                "FSC 0.5 / 0.143 vs reference",
+                f"{resolution_at(curve, 0.5, n, apix):.2f} Å / {resolution_at(curve, 0.143, n, apix):.2f} Å",
+            )
+        ]
+        figures.append(("FSC", _fsc_plot(curve, n, apix, run, "learned map")))
+        shown["reference"] = reference
+    figures.append(("Central slices and projections", _views(shown, run)))
+    return next(iter(shown.values()))
+
+
+def write_report(run_dir: str | os.PathLike) -> Path:
+    """Write ``report.html`` and its PNGs into the run folder; returns the page's path."""
+    run = Path(run_dir)
+    for name in ("config.yaml", "metrics.csv", "map.mrc", "poses.star"):
+        if not (run / name).is_file():
+            raise InputError(f"not a finished cryoposenet run (no {name})", run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    metrics = pd.read_csv(run / "metrics.csv")
+    volume, apix = read_map(run / "map.mrc")
+    train_cfg = config.get("train", {})
+    facts = [
+        ("STAR file", str(config.get("star"))),
+        ("steps", str(int(metrics["step"].max()))),
+        ("poses", str(train_cfg.get("poses"))),
+        ("rotation", str(train_cfg.get("rotation"))),
+        ("box / pixel size", f"{volume.shape[-1]} px / {apix:.3f} Å"),
+        ("final loss", f"{metrics['loss'].dropna().iloc[-1]:.4g}"),
+    ]
+    figures = _curves(metrics, run)
+    _reference_figures(run, config, volume, apix or 1.0, facts, figures)
+    if Path(config["star"]).is_file():
+        figures.append(
+            (
+                "Images and the map rendered at their estimated poses",
+                _montage(Path(config["star"]), run / "poses.star", volume, run),
+            )
+        )
+    page = run / "report.html"
+    write_text_atomic(page, _page(f"cryoposenet run {run.name}", facts, figures))
+    return page
