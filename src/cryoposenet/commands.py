@@ -11,10 +11,6 @@ from .io.atomic import write_text_atomic
 __all__ = ["simulate", "train", "predict", "evaluate", "backproject", "report", "demo"]
 
 
-def _not_built(issue: int) -> None:
-    raise NotImplementedError(f"not built yet (issue #{issue})")
-
-
 def simulate(args: Namespace) -> None:
     from .simulate import default_molecule, simulate_dataset
 
@@ -136,4 +132,4 @@ def demo(args: Namespace) -> None:
         f"poses: training mean error {t['pose_mae_deg']:.2f}°, held-out {h['pose_mae_deg']:.2f}° "
         f"(held-out aligned by the training poses' global rotation)"
     )
-    print(f"figures: {args.out}/evaluation.json")
+    print(f"figures: {args.out}/evaluation.json; report: {figures['report']}")

@@ -1,4 +1,4 @@
-"""``cryoposenet demo``: simulate → train → evaluate on the embedded molecule, minutes on a CPU."""
+"""``cryoposenet demo``: simulate → train → evaluate → report on the embedded molecule, minutes on a CPU."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from .evaluation import evaluate_files, heldout_pose_errors
 from .io.atomic import write_text_atomic
+from .report import write_report
 from .runner import run_predict, run_training
 from .simulate import default_molecule, simulate_dataset
 from .train import TrainConfig
@@ -58,4 +59,5 @@ def run_demo(
     }
     figures = {"train": train_eval.to_json(), "heldout": heldout}
     write_text_atomic(out / "evaluation.json", json.dumps(figures, indent=2) + "\n")
+    figures["report"] = str(write_report(run))
     return figures
