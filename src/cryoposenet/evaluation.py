@@ -14,6 +14,7 @@ import numpy as np
 from .errors import InputError
 from .io.mrc import read_map
 from .io.star import ParticleTable, read_star
+from .map_alignment import align_maps
 from .metrics import Alignment, align_map, align_rotations, apply_alignment, fsc, resolution_at
 from .physics.rotations import relion_angles_to_matrix
 
@@ -104,10 +105,13 @@ def evaluate_files(
         result.handedness = "flipped" if alignment.mirrored else "same"
         result.n_images = len(r_est)
     if map_path is not None:
-        if alignment is None:
-            raise NotImplementedError("aligning maps without poses is not built yet (issue #5)")
         vol, vol_apix = read_map(map_path)
         ref, ref_apix = read_map(ref_path)
+        if vol.shape != ref.shape:
+            raise InputError(f"map shape {vol.shape} differs from the reference's {ref.shape}", map_path)
+        if alignment is None:  # no poses: search the rotation (and mirror) between the maps
+            alignment, _ = align_maps(vol, ref)
+            result.handedness = "flipped" if alignment.mirrored else "same"
         pix = apix or ref_apix or vol_apix
         if pix is None:
             raise InputError("no pixel size in either map header; give --apix", ref_path)

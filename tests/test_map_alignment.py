@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cryoposenet.cli import main
+from cryoposenet.io import write_map
+from cryoposenet.map_alignment import align_maps, downsample
+from cryoposenet.metrics import MIRROR, align_map, pose_errors_deg
+from cryoposenet.physics.rotations import random_rotations
+from test_metrics import blob_map, resample
+
+
+def test_downsample_keeps_low_frequencies_and_mean():
+    vol = torch.as_tensor(blob_map(24))
+    small = downsample(vol, 12)
+    assert small.shape == (12, 12, 12)
+    assert small.sum().item() == pytest.approx(vol.sum().item() / 8, rel=1e-6)
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_maps_align_without_poses_incl_mirror(mirrored):
+    vol = blob_map(24)
+    g = random_rotations(1, torch.Generator().manual_seed(11)).numpy()[0]
+    est = resample(vol, g @ MIRROR if mirrored else g)
+    al, score = align_maps(est, vol, n_rotations=1500)
+    assert al.mirrored == mirrored
+    assert pose_errors_deg(al.rotation[None], g[None])[0] < 2.0
+    assert np.corrcoef(align_map(est, al).ravel(), vol.ravel())[0, 1] > 0.99 and score > 0.99
+
+
+def test_evaluate_maps_only_reports_resolution_and_handedness(tmp_path, capsys):
+    vol = blob_map(24)
+    g = random_rotations(1, torch.Generator().manual_seed(3)).numpy()[0]
+    write_map(tmp_path / "ref.mrc", vol.astype(np.float32), 2.0)
+    write_map(tmp_path / "est.mrc", resample(vol, g @ MIRROR).astype(np.float32), 2.0)
+    out = tmp_path / "e.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--map",
+                str(tmp_path / "est.mrc"),
+                "--ref",
+                str(tmp_path / "ref.mrc"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == doc
+    assert set(doc) == {"fsc05_A", "fsc0143_A", "pose_mae_deg", "pose_median_deg", "handedness", "n_images"}
+    assert doc["handedness"] == "flipped" and doc["pose_mae_deg"] is None and doc["n_images"] is None
+    assert doc["fsc05_A"] < 8.0  # aligned: high correlation to well past a few pixels
