@@ -50,8 +50,9 @@ def _curves(metrics: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
     ev = metrics.dropna(subset=["pose_mae_deg"]) if "pose_mae_deg" in metrics else metrics.iloc[:0]
     if len(ev):
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
-        a1.plot(ev["step"], ev["pose_mae_deg"], "o-", label="mean")
-        a1.plot(ev["step"], ev["pose_median_deg"], "s--", label="median")
+        floor = 1e-3  # log axis: below a thousandth of a degree is shown as that
+        a1.plot(ev["step"], ev["pose_mae_deg"].clip(lower=floor), "o-", label="mean")
+        a1.plot(ev["step"], ev["pose_median_deg"].clip(lower=floor), "s--", label="median")
         a1.set(xlabel="step", ylabel="pose error after alignment (°)", yscale="log", title="Pose error")
         a1.legend()
         a2.plot(ev["step"], ev["fsc05_A"], "o-", label="FSC 0.5")
@@ -95,7 +96,8 @@ def _views(maps: dict[str, np.ndarray], out: Path) -> str:
 
 def _histogram(errors: np.ndarray, out: Path) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.hist(errors, bins=np.logspace(np.log10(max(errors.min(), 1e-2)), np.log10(180), 40))
+    lo = 1e-2  # errors below it (e.g. known poses) are counted in the first bin
+    ax.hist(np.clip(errors, lo, 180), bins=np.logspace(np.log10(lo), np.log10(180), 40))
     ax.set(
         xscale="log",
         xlabel="pose error after global alignment (°)",
