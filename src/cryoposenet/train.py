@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 import torch
 
 from .model.encoder import PoseEncoder
-from .model.losses import band_weights, candidate_spectra, flip_rotations, wta_loss
+from .model.losses import (
+    band_weights,
+    candidate_spectra,
+    expand_hypotheses,
+    flip_rotations,
+    octahedral_group,
+    wta_loss,
+)
 from .model.volume import LearnableVolume
 from .physics.ctf import ctf_half_plane
 from .physics.fourier import image_to_fourier
@@ -75,6 +82,7 @@ class TrainConfig:
     poses: str = "encoder"
     heads: int = 1
     symmetric: bool = False
+    pose_grid: bool = False  # also try the 24 cube rotations G·R of every hypothesis (winner-take-all)
     kmax_start: float | None = None  # pixels of frequency radius; None: full band throughout
     kmax_steps: int = 0  # steps over which k_max grows linearly to N/2
     map_init: str = "uniform"
@@ -177,6 +185,8 @@ def _batch_loss(state: TrainState, data: ParticleData, idx: torch.Tensor, k_max:
         ctf = ctf_half_plane(n, data.apix, device=dev, **params)
     shifts = data.translations_px[idx].to(dev) if data.translations_px is not None else None
     rots = _hypotheses(state, data, idx)
+    if state.config.pose_grid and state.config.poses != "known":
+        rots = expand_hypotheses(rots, octahedral_group(rots.dtype, rots.device))
     b, h = rots.shape[:2]
     slices = slice_volume(state.volume(), rots.reshape(b * h, 3, 3)).reshape(b, h, n, n // 2 + 1)
     symmetric = state.config.symmetric and state.config.poses != "known"

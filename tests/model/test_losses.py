@@ -1,6 +1,7 @@
 import torch
 
 from cryoposenet.model import band_weights, candidate_spectra, flip_rotations, wta_loss
+from cryoposenet.model.losses import expand_hypotheses, octahedral_group
 from cryoposenet.physics.fourier import fourier_to_image, image_to_fourier
 from cryoposenet.physics.projection import slice_volume, volume_to_fourier
 from cryoposenet.physics.rotations import random_rotations
@@ -45,3 +46,18 @@ def test_winner_takes_the_best_candidate():
     cands = torch.ones(2, 3, 16, 9, dtype=torch.complex64) * torch.tensor([3.0, 1.0, 2.0])[:, None, None]
     _, _, winner = wta_loss(target, cands, band_weights(16))
     assert winner.tolist() == [1, 1]
+
+
+def test_octahedral_group_and_expansion():
+    g = octahedral_group()
+    assert g.shape == (24, 3, 3)
+    assert torch.allclose(torch.linalg.det(g), torch.ones(24))
+    assert len({tuple(m.flatten().tolist()) for m in g}) == 24
+    # closed under products: every product is again one of the 24
+    prods = (g[:, None] @ g[None]).reshape(-1, 9)
+    assert torch.cdist(prods, g.reshape(24, 9)).min(dim=1).values.max() < 1e-6
+    rots = random_rotations(2, generator=torch.Generator().manual_seed(3)).float()[:, None]
+    cands = expand_hypotheses(rots, g)
+    assert cands.shape == (2, 24, 3, 3)
+    assert torch.allclose(cands[1, 5], g[5] @ rots[1, 0])
+    assert expand_hypotheses(rots, None) is rots

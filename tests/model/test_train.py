@@ -52,7 +52,7 @@ def test_free_poses_and_heldout_prediction(toy):
     _, data = toy
     result = train(data, TrainConfig(steps=5, poses="free", batch_size=8))
     assert result.rotations.shape == (400, 3, 3)
-    enc = train(data, TrainConfig(steps=2, batch_size=8)).state
+    enc = train(data, TrainConfig(steps=2, batch_size=8, pose_grid=True, heads=2)).state
     held = ParticleData(data.images[:7], data.apix)
     assert predict_poses(enc, held).shape == (7, 3, 3)
 

@@ -15,7 +15,14 @@ import torch
 
 from ..physics.fourier import half_plane_freqs, shift_phase
 
-__all__ = ["band_weights", "candidate_spectra", "wta_loss", "flip_rotations"]
+__all__ = [
+    "band_weights",
+    "candidate_spectra",
+    "wta_loss",
+    "flip_rotations",
+    "octahedral_group",
+    "expand_hypotheses",
+]
 
 
 def band_weights(n: int, k_max: float | None = None, device=None) -> torch.Tensor:
@@ -38,6 +45,28 @@ def flip_rotations(rotations: torch.Tensor) -> torch.Tensor:
     return (
         rotations * torch.tensor([-1.0, -1.0, 1.0], dtype=rotations.dtype, device=rotations.device)[:, None]
     )
+
+
+def octahedral_group(dtype=torch.float32, device=None) -> torch.Tensor:
+    """The 24 rotations of the cube ``(24, 3, 3)`` (signed permutation matrices of determinant +1)."""
+    eye = torch.eye(3, dtype=dtype, device=device)
+    perms = [eye[list(p)] for p in ((0, 1, 2), (1, 2, 0), (2, 0, 1), (1, 0, 2), (0, 2, 1), (2, 1, 0))]
+    signs = torch.tensor(
+        [[a, b, c] for a in (1, -1) for b in (1, -1) for c in (1, -1)], dtype=dtype, device=device
+    )
+    mats = torch.stack([s[:, None] * p for p in perms for s in signs])
+    return mats[torch.linalg.det(mats) > 0]
+
+
+def expand_hypotheses(rotations: torch.Tensor, group: torch.Tensor | None) -> torch.Tensor:
+    """Candidate poses ``G_k · R_h`` ``(B, H·K, 3, 3)`` from ``(B, H, 3, 3)`` and a group ``(K, 3, 3)``.
+
+    The group's 180° turn about z makes the symmetric loss redundant when the group is used.
+    """
+    if group is None:
+        return rotations
+    b, h = rotations.shape[:2]
+    return (group[None, None] @ rotations[:, :, None]).reshape(b, h * len(group), 3, 3)
 
 
 def candidate_spectra(
