@@ -72,19 +72,22 @@ class ParticleData:
 
 @dataclass
 class TrainConfig:
-    """Explicit training settings; defaults are the recipe chosen in docs/training.md."""
+    """Explicit training settings; defaults are the recipe chosen in docs/training.md.
+
+    The paper's plain recipe is ``lr_map=None, heads=1, symmetric=False, kmax_start=None``.
+    """
 
     steps: int = 10000
     batch_size: int = 32
-    lr: float = 5e-4
-    lr_map: float | None = None  # None: same as lr
+    lr: float = 5e-4  # encoder (and free poses)
+    lr_map: float | None = 5e-3  # None: same as lr (the paper)
     rotation: str = "s2s2"
     poses: str = "encoder"
-    heads: int = 1
-    symmetric: bool = False
+    heads: int = 8  # pose hypotheses per image, winner-take-all (the paper: 1)
+    symmetric: bool = True  # also try each hypothesis turned 180° in-plane (the paper: False)
     pose_grid: bool = False  # also try the 24 cube rotations G·R of every hypothesis (winner-take-all)
-    kmax_start: float | None = None  # pixels of frequency radius; None: full band throughout
-    kmax_steps: int = 0  # steps over which k_max grows linearly to N/2
+    kmax_start: float | None = 4.0  # loss band radius at step 0, cycles/box; None: full band (paper)
+    kmax_steps: int = 1500  # steps over which k_max grows linearly to N/2
     map_init: str = "uniform"
     mask_radius: float | None = None  # pixels; None: no support mask
     batchnorm: bool = False

@@ -22,7 +22,7 @@ def test_gradients_reach_map_and_encoder(toy):
 
 def test_known_poses_recover_the_map(toy):
     vol, data = toy
-    cfg = TrainConfig(steps=300, poses="known", lr=5e-3, batch_size=16)
+    cfg = TrainConfig(steps=300, poses="known", lr_map=5e-3, batch_size=16, kmax_start=None)
     result = train(data, cfg)
     assert _corr(result.volume, vol) > 0.95
     assert geodesic_distance(result.rotations, data.rotations).max() < 1e-5
