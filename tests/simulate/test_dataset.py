@@ -66,6 +66,13 @@ def test_files_and_star_tables(clean_ctf, small_atoms):
     with mrcfile.open(r.particles) as mrc:
         assert mrc.data.shape == (240, BOX, BOX) and mrc.data.dtype == np.float32
         assert float(mrc.voxel_size.x) == pytest.approx(APIX)
+        d, h = mrc.data.astype(np.float64), mrc.header
+        np.testing.assert_allclose(
+            [h.dmin, h.dmax, h.dmean, h.rms],
+            [d.min(), d.max(), d.mean(), d.std()],
+            rtol=1e-5,
+            atol=1e-6 * np.abs(d).max(),
+        )
     train, held = load_particles(r.train_star), load_particles(r.heldout_star)
     assert (len(train), len(held), train.box, train.apix) == (216, 24, BOX, APIX)
     assert train.table.particles["rlnImageName"].iloc[0] == "1@particles.mrcs"
