@@ -108,8 +108,11 @@ def project_real_space(volume: torch.Tensor, rotations: torch.Tensor, chunk: int
         src = torch.einsum("zyxi,bij->bzyxj", r, rot)  # rᵀ A = (Aᵀ r)ᵀ
         grid = 2 * (src + n // 2) / (n - 1) - 1
         vals = F.grid_sample(
-            volume[None, None].expand(len(rot), 1, n, n, n), grid,
-            mode="bilinear", padding_mode="zeros", align_corners=True,
+            volume[None, None].expand(len(rot), 1, n, n, n),
+            grid,
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
         )
         out.append(vals[:, 0].sum(dim=1))
     return torch.cat(out)

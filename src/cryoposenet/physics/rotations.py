@@ -103,14 +103,42 @@ def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
     trace = diag.sum(-1)
     cands = torch.stack(
         [
-            torch.stack([1 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0],
-                         m[..., 1, 0] - m[..., 0, 1]], -1),
-            torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + 2 * diag[..., 0] - trace,
-                         m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-            torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0],
-                         1 + 2 * diag[..., 1] - trace, m[..., 1, 2] + m[..., 2, 1]], -1),
-            torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0],
-                         m[..., 1, 2] + m[..., 2, 1], 1 + 2 * diag[..., 2] - trace], -1),
+            torch.stack(
+                [
+                    1 + trace,
+                    m[..., 2, 1] - m[..., 1, 2],
+                    m[..., 0, 2] - m[..., 2, 0],
+                    m[..., 1, 0] - m[..., 0, 1],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[..., 2, 1] - m[..., 1, 2],
+                    1 + 2 * diag[..., 0] - trace,
+                    m[..., 0, 1] + m[..., 1, 0],
+                    m[..., 0, 2] + m[..., 2, 0],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[..., 0, 2] - m[..., 2, 0],
+                    m[..., 0, 1] + m[..., 1, 0],
+                    1 + 2 * diag[..., 1] - trace,
+                    m[..., 1, 2] + m[..., 2, 1],
+                ],
+                -1,
+            ),
+            torch.stack(
+                [
+                    m[..., 1, 0] - m[..., 0, 1],
+                    m[..., 0, 2] + m[..., 2, 0],
+                    m[..., 1, 2] + m[..., 2, 1],
+                    1 + 2 * diag[..., 2] - trace,
+                ],
+                -1,
+            ),
         ],
         dim=-2,
     )
@@ -166,8 +194,9 @@ def geodesic_distance(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
     cos = (rel.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
     # atan2 of the axis length is accurate near 0 and π, where acos loses digits.
     skew = torch.stack(
-        [rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0],
-         rel[..., 1, 0] - rel[..., 0, 1]], dim=-1)
+        [rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0], rel[..., 1, 0] - rel[..., 0, 1]],
+        dim=-1,
+    )
     return torch.atan2(skew.norm(dim=-1) / 2, cos)
 
 
