@@ -43,6 +43,8 @@ __all__ = [
     "train",
     "init_state",
     "predict_poses",
+    "checkpoint",
+    "restore",
 ]
 
 POSE_MODES = ("encoder", "known", "free")
@@ -158,6 +160,32 @@ def init_state(data: ParticleData, config: TrainConfig) -> TrainState:
         free = torch.nn.Parameter(start.to(config.device))
         groups.append({"params": [free], "lr": config.lr})
     return TrainState(config, volume, encoder, free, torch.optim.Adam(groups), scale)
+
+
+def checkpoint(state: TrainState) -> dict:
+    """Everything needed to resume, as plain tensors and numbers (for :func:`torch.save`)."""
+    return {
+        "step": state.step,
+        "scale": state.scale,
+        "volume": state.volume.state_dict(),
+        "encoder": state.encoder.state_dict() if state.encoder is not None else None,
+        "free_params": state.free_params.detach().clone() if state.free_params is not None else None,
+        "optimizer": state.optimizer.state_dict(),
+    }
+
+
+def restore(data: ParticleData, config: TrainConfig, ckpt: dict) -> TrainState:
+    """A :class:`TrainState` rebuilt from :func:`checkpoint`'s output; training continues exactly."""
+    state = init_state(data, config)
+    state.volume.load_state_dict(ckpt["volume"])
+    if state.encoder is not None:
+        state.encoder.load_state_dict(ckpt["encoder"])
+    if state.free_params is not None:
+        with torch.no_grad():
+            state.free_params.copy_(ckpt["free_params"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.step, state.scale = ckpt["step"], ckpt["scale"]
+    return state
 
 
 def k_max_at(config: TrainConfig, n: int, step: int) -> float:

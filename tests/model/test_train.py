@@ -2,7 +2,16 @@ import pytest
 import torch
 
 from cryoposenet.physics.rotations import geodesic_distance
-from cryoposenet.train import ParticleData, TrainConfig, _batch_loss, init_state, predict_poses, train
+from cryoposenet.train import (
+    ParticleData,
+    TrainConfig,
+    _batch_loss,
+    checkpoint,
+    init_state,
+    predict_poses,
+    restore,
+    train,
+)
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -63,3 +72,16 @@ def test_bad_settings_are_refused(toy):
         init_state(ParticleData(data.images, data.apix), TrainConfig(poses="known"))
     with pytest.raises(ValueError, match="poses mode"):
         init_state(data, TrainConfig(poses="nope"))
+
+
+def test_resume_repeats_the_uninterrupted_run(toy):
+    _, data = toy
+    small = ParticleData(data.images[:32], data.apix)
+    cfg = TrainConfig(steps=6, batch_size=4, heads=2, kmax_steps=4)
+    straight = train(small, cfg)
+    first = train(small, TrainConfig(**{**cfg.__dict__, "steps": 3}))
+    state = restore(small, cfg, checkpoint(first.state))
+    resumed = train(small, cfg, state=state)
+    assert resumed.state.step == 6
+    assert torch.allclose(resumed.volume, straight.volume, atol=1e-6)
+    assert torch.allclose(resumed.rotations, straight.rotations, atol=1e-5)
