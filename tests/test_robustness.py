@@ -289,3 +289,40 @@ def test_malformed_star_text_gives_only_project_errors(tmp_path, pieces):
         table.origins_A()
     except InputError:
         pass
+
+
+def test_diverging_run_stops_with_one_line_and_no_nan_checkpoint(good, tmp_path, capsys):
+    import torch
+
+    folder, _ = good
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            str(folder / "p.star"),
+            "-o",
+            str(out),
+            "--steps",
+            "20",
+            "--lr",
+            "1e12",
+            "--checkpoint-every",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "NaN" in err and "Traceback" not in err
+    assert [ln for ln in err.splitlines() if "cryoposenet train" in ln] == err.strip().splitlines()[-1:]
+    if (out / "checkpoint.pt").exists():  # whatever was saved before divergence is finite
+        payload = torch.load(out / "checkpoint.pt", weights_only=False)
+        for tensor in [*payload["volume"].values(), *payload["encoder"].values()]:
+            assert torch.isfinite(tensor).all()
+
+
+def test_box_the_encoder_cannot_take_is_bad_input(tmp_path, capsys):
+    write_dataset(tmp_path, n=20, m=10, snr=None)
+    expect_one_line_exit_2(
+        capsys, train_argv(tmp_path / "p.star", tmp_path / "o"), "multiple of 8", out=tmp_path / "o"
+    )

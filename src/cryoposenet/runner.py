@@ -30,7 +30,7 @@ from .io.star import ParticleTable, write_star
 from .metrics import align_map, align_rotations, fsc, resolution_at
 from .physics.imaging import origin_to_translation
 from .physics.rotations import matrix_to_relion_angles, relion_angles_to_matrix
-from .train import ParticleData, TrainConfig, TrainState, predict_poses, train
+from .train import ParticleData, TrainConfig, TrainState, init_state, predict_poses, train
 
 __all__ = ["resolve_device", "particle_data", "run_training", "run_predict", "write_poses_star", "RUN_FILES"]
 
@@ -271,6 +271,14 @@ def _stop_on_signals(hook: _Progress):
             signal.signal(sig, handler)
 
 
+def _fresh_state(data: ParticleData, config: TrainConfig, star) -> TrainState:
+    """A new model for ``data``; a setting the model cannot take is bad input, named in one line."""
+    try:
+        return init_state(data, config)
+    except ValueError as exc:
+        raise InputError(f"cannot train on these images: {exc}", star) from None
+
+
 def run_training(
     star,
     out_dir,
@@ -297,23 +305,24 @@ def run_training(
         if data.rotations is None:
             raise InputError("--eval-every needs ground-truth angles in the STAR file", star)
         evaluate = _evaluator(data, ref, stack.apix)
-    out.mkdir(parents=True, exist_ok=True)
-    state = None
     if resume:
         state = load_checkpoint(
             read_checkpoint(out / "checkpoint.pt"), data, config.device, steps=config.steps
         )
         log.info("resuming %s at step %d", out, state.step)
+    else:
+        state = _fresh_state(data, config, star)
+    out.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves nothing behind
     _write_config(
         out,
         star,
-        state.config if state else config,
+        state.config,
         datadir=datadir and str(datadir),
         ref=ref and str(Path(ref).resolve()),
         eval_every=eval_every,
         checkpoint_every=checkpoint_every,
     )
-    rows = MetricsLog(out / "metrics.csv", state.step if state else None)
+    rows = MetricsLog(out / "metrics.csv", state.step if resume else None)
     hook = _Progress(out, state, config.steps, rows, checkpoint_every, checkpoint_seconds, progress)
     on_eval = None
     if evaluate is not None:
@@ -325,7 +334,7 @@ def run_training(
         with _stop_on_signals(hook):
             result = train(
                 data,
-                config if state is None else state.config,
+                state.config,
                 on_step=hook.on_step,
                 on_eval=on_eval,
                 eval_every=eval_every or 0,
