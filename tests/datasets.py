@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 
 from cryoposenet.io import StackWriter, default_optics, write_star
 from cryoposenet.physics.ctf import ctf_half_plane
@@ -67,3 +68,13 @@ def write_dataset(folder, n=20, m=300, apix=2.0, snr=None, ctf=True, seed=1, nam
         cols.update({"rlnDefocusU": du.numpy(), "rlnDefocusV": du.numpy() - 300, "rlnDefocusAngle": 20.0})
     write_star(folder / f"{name}.star", pd.DataFrame(cols), default_optics(apix, n))
     return vol.numpy()
+
+
+def resample(vol, t):
+    """out(r) = vol(t r), r in xyz from the centre: an independent twin of align_map's sampling."""
+    n = vol.shape[0]
+    c = np.arange(n) - n // 2
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    pts = np.stack([x.ravel(), y.ravel(), z.ravel()])
+    src = t @ pts + n // 2
+    return ndimage.map_coordinates(vol, src[::-1], order=3, mode="constant").reshape(vol.shape)

@@ -9,7 +9,12 @@ from cryoposenet.io import write_map
 from cryoposenet.map_alignment import align_maps, downsample
 from cryoposenet.metrics import MIRROR, align_map, pose_errors_deg
 from cryoposenet.physics.rotations import random_rotations
-from test_metrics import blob_map, resample
+from datasets import blob_map as _blob_map
+from datasets import resample
+
+
+def blob_map(n):
+    return _blob_map(n).numpy()
 
 
 def test_downsample_keeps_low_frequencies_and_mean():

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
 from cryoposenet.metrics import (
     MIRROR,
@@ -14,30 +13,12 @@ from cryoposenet.metrics import (
 )
 from cryoposenet.physics.projection import project
 from cryoposenet.physics.rotations import expmap_to_quaternion, quaternion_to_matrix, random_rotations
+from datasets import blob_map as _blob_map
+from datasets import resample
 
 
 def blob_map(n=24, seed=3):
-    rng = np.random.default_rng(seed)
-    c = np.arange(n) - n // 2
-    z, y, x = np.meshgrid(c, c, c, indexing="ij")
-    vol = np.zeros((n, n, n))
-    for k in range(5):
-        ctr = rng.uniform(-0.22, 0.22, 3) * n
-        s = n * rng.uniform(0.05, 0.09)
-        vol += (1 + 0.4 * k) * np.exp(
-            -((x - ctr[0]) ** 2 + (y - ctr[1]) ** 2 + (z - ctr[2]) ** 2) / (2 * s * s)
-        )
-    return vol
-
-
-def resample(vol, t):
-    """out(r) = vol(t r), r in xyz from the centre: an independent twin of align_map's sampling."""
-    n = vol.shape[0]
-    c = np.arange(n) - n // 2
-    z, y, x = np.meshgrid(c, c, c, indexing="ij")
-    pts = np.stack([x.ravel(), y.ravel(), z.ravel()])
-    src = t @ pts + n // 2
-    return ndimage.map_coordinates(vol, src[::-1], order=3, mode="constant").reshape(vol.shape)
+    return _blob_map(n, seed).numpy()
 
 
 def numpy_fsc_loop(a, b):
