@@ -12,7 +12,7 @@ import torch
 
 from .errors import InputError
 from .io.atomic import atomic_path
-from .train import ParticleData, TrainConfig, TrainState, init_state
+from .train import ParticleData, TrainConfig, TrainState, checkpoint, restore
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint"]
 
@@ -20,14 +20,9 @@ __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint"]
 def save_checkpoint(path: str | os.PathLike, state: TrainState, extra: dict | None = None) -> None:
     """Save modules, optimiser, step, data scaling, config and torch's RNG state to ``path`` atomically."""
     payload = {
+        **checkpoint(state),  # modules, optimiser, step, data scaling (the train module's own fields)
         "format": 1,
         "config": dataclasses.asdict(state.config),
-        "step": state.step,
-        "scale": state.scale,
-        "volume": state.volume.state_dict(),
-        "encoder": state.encoder.state_dict() if state.encoder is not None else None,
-        "free_params": state.free_params.detach().cpu() if state.free_params is not None else None,
-        "optimizer": state.optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),  # batches are seeded per step; this covers the rest
         "extra": {**state.extra, **(extra or {})},
     }
@@ -53,18 +48,13 @@ def load_checkpoint(payload: dict, data: ParticleData, device: str = "cpu", **ov
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in payload["config"].items() if k in fields})
     config = dataclasses.replace(config, device=device, **overrides)
-    state = init_state(data, config)
-    state.volume.load_state_dict(payload["volume"])
-    if state.encoder is not None and payload["encoder"] is not None:
-        state.encoder.load_state_dict(payload["encoder"])
-    if state.free_params is not None and payload["free_params"] is not None:
-        if payload["free_params"].shape != state.free_params.shape:
-            raise InputError("checkpoint has free poses for a different number of particles")
-        with torch.no_grad():
-            state.free_params.copy_(payload["free_params"])
-    state.optimizer.load_state_dict(payload["optimizer"])
-    state.step = payload["step"]
-    state.scale = payload["scale"]
+    if (
+        payload["free_params"] is not None
+        and config.poses == "free"
+        and len(payload["free_params"]) != len(data)
+    ):
+        raise InputError("checkpoint has free poses for a different number of particles")
+    state = restore(data, config, payload)
     state.extra = dict(payload.get("extra", {}))
     if payload.get("torch_rng") is not None:
         torch.set_rng_state(payload["torch_rng"])
