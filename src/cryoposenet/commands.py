@@ -40,15 +40,14 @@ def simulate(args: Namespace) -> None:
 
 
 def train(args: Namespace) -> None:
-    from .runner import resolve_device, run_training
-    from .train import TrainConfig
+    from .runner import make_config, resolve_device, run_training
 
-    config = TrainConfig(
-        steps=args.steps,
+    config = make_config(
+        args.steps,
+        args.poses,
         batch_size=args.batch_size,
         lr=args.lr,
         rotation=args.rotation,
-        poses=args.poses,
         seed=args.seed,
         device=resolve_device(args.device),
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,8 @@ import numpy as np
 from .evaluation import evaluate_files, heldout_pose_errors
 from .io.atomic import write_text_atomic
 from .report import write_report
-from .runner import run_predict, run_training
+from .runner import make_config, run_predict, run_training
 from .simulate import default_molecule, simulate_dataset
-from .train import TrainConfig
 
 __all__ = ["DEMO_SETTINGS", "run_demo"]
 
@@ -44,7 +42,7 @@ def run_demo(
         heldout=s["heldout"],
         seed=seed,
     )
-    config = replace(TrainConfig(), steps=steps or s["steps"], seed=seed, device=device)
+    config = make_config(steps or s["steps"], seed=seed, device=device)
     run = out / "run"
     run_training(sim.train_star, run, config, ref=sim.map, eval_every=max(1, config.steps // 10), force=force)
     run_predict(run, sim.heldout_star, out / "heldout_poses.star", device=device)

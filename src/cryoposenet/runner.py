@@ -32,7 +32,15 @@ from .physics.imaging import origin_to_translation
 from .physics.rotations import matrix_to_relion_angles, relion_angles_to_matrix
 from .train import ParticleData, TrainConfig, TrainState, init_state, predict_poses, train
 
-__all__ = ["resolve_device", "particle_data", "run_training", "run_predict", "write_poses_star", "RUN_FILES"]
+__all__ = [
+    "make_config",
+    "resolve_device",
+    "particle_data",
+    "run_training",
+    "run_predict",
+    "write_poses_star",
+    "RUN_FILES",
+]
 
 log = logging.getLogger(__name__)
 RUN_FILES = ("map.mrc", "poses.star", "metrics.csv", "config.yaml", "checkpoint.pt")
@@ -48,6 +56,22 @@ METRIC_COLUMNS = (
     "pose_median_deg",
 )
 EVAL_IMAGES = 512  # images whose predicted poses are scored at each evaluation
+
+
+def make_config(steps: int, poses: str = "encoder", **settings) -> TrainConfig:
+    """The training recipe (``TrainConfig`` defaults) fitted to a run of ``steps`` steps.
+
+    ``lr`` scales the map's rate too (the recipe's ratio is kept). Known poses (the "tomo"
+    baseline) train on the full band from the start; otherwise the
+    coarse-to-fine band reaches Nyquist by 40 % of the run at the latest.
+    """
+    recipe = TrainConfig()
+    config = dataclasses.replace(recipe, steps=steps, poses=poses, **settings)
+    if recipe.lr_map is not None:  # --lr scales both rates, keeping the recipe's map/encoder ratio
+        config = dataclasses.replace(config, lr_map=recipe.lr_map * config.lr / recipe.lr)
+    if poses == "known":
+        return dataclasses.replace(config, kmax_start=None, kmax_steps=0)
+    return dataclasses.replace(config, kmax_steps=min(config.kmax_steps, max(1, int(0.4 * steps))))
 
 
 def resolve_device(name: str) -> str:
