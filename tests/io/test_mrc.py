@@ -58,3 +58,12 @@ def test_unreadable_and_missing_maps_raise_input_error(tmp_path):
     (tmp_path / "junk.mrc").write_bytes(b"not an mrc file at all" * 3)
     with pytest.raises(InputError, match="junk.mrc"):
         read_map(tmp_path / "junk.mrc")
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path):
+    import os
+
+    write_map(tmp_path / "m.mrc", np.zeros((4, 4, 4), np.float32), apix=1.0)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "m.mrc").stat().st_mode & 0o777 == 0o666 & ~mask
