@@ -9,6 +9,7 @@ followed by the inverse transform and the ``sinc²`` gridding correction of tril
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,12 @@ class FourierAccumulator:
             flat = (idx[:, 0] * self.shape[1] + idx[:, 1]) * self.shape[2] + idx[:, 2]
             num.index_add_(0, flat, vals * w[:, None])
             den.index_add_(0, flat, weight * w)
+
+    def __add__(self, other: FourierAccumulator) -> FourierAccumulator:
+        """The accumulator of both image sets (e.g. two half sets into the full map)."""
+        both = copy.copy(self)
+        both.num, both.den, both.count = self.num + other.num, self.den + other.den, self.count + other.count
+        return both
 
     def _hermitian_plane(self, x: torch.Tensor) -> torch.Tensor:
         """Fold the kx = 0 plane with its Friedel mate so both halves carry all insertions."""
@@ -196,7 +203,7 @@ def run_backprojection(
     accs = [backproject_rows(stack, h, rotations, table.origins_A(), ctf, progress=bar) for h in halves]
     bar.close()
     maps = [a.volume(wiener).numpy() for a in accs]
-    full = _merge(accs).volume(wiener).numpy()
+    full = (accs[0] + accs[1]).volume(wiener).numpy()
     out = Path(out_dir)
     for name, vol in (("half1.mrc", maps[0]), ("half2.mrc", maps[1]), ("map.mrc", full)):
         write_map(out / name, vol.astype(np.float32), stack.apix)
@@ -207,13 +214,3 @@ def run_backprojection(
         "fsc05_A": resolution_at(curve, 0.5, stack.box, stack.apix),
         "n_images": len(stack),
     }
-
-
-def _merge(accs: list[FourierAccumulator]) -> FourierAccumulator:
-    total = accs[0]
-    merged = FourierAccumulator.__new__(FourierAccumulator)
-    merged.__dict__.update(total.__dict__)
-    merged.num = sum(a.num for a in accs)
-    merged.den = sum(a.den for a in accs)
-    merged.count = sum(a.count for a in accs)
-    return merged
