@@ -21,13 +21,14 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from .errors import InputError  # noqa: E402
+from .evaluation import evaluate_maps, matched_rotations  # noqa: E402
 from .io.atomic import atomic_path, write_text_atomic  # noqa: E402
 from .io.mrc import read_map  # noqa: E402
 from .io.particles import load_particles  # noqa: E402
 from .io.star import read_star  # noqa: E402
-from .metrics import align_map, align_rotations, fsc, resolution_at  # noqa: E402
+from .metrics import align_map, align_rotations  # noqa: E402
 from .physics.ctf import ctf_half_plane  # noqa: E402
-from .physics.imaging import render  # noqa: E402
+from .physics.imaging import origin_to_translation, render  # noqa: E402
 from .physics.projection import volume_to_fourier  # noqa: E402
 from .physics.rotations import relion_angles_to_matrix  # noqa: E402
 
@@ -120,7 +121,7 @@ def _montage(star: Path, poses: Path, volume: np.ndarray, out: Path, count: int 
     if table.has_ctf:
         params = {k: torch.as_tensor(v[rows]) for k, v in table.ctf_params().items()}
         ctf = ctf_half_plane(stack.box, stack.apix, dtype=torch.float64, **params)
-    shifts = -torch.as_tensor(table.origins_A()[rows]) / stack.apix
+    shifts = origin_to_translation(torch.as_tensor(table.origins_A()[rows]), stack.apix)
     fvol = volume_to_fourier(torch.as_tensor(volume, dtype=torch.float64))
     rendered = render(fvol, relion_angles_to_matrix(angles), ctf, shifts).numpy()
     fig, axes = plt.subplots(2, len(rows), figsize=(1.6 * len(rows), 3.6), squeeze=False)
@@ -153,16 +154,12 @@ def _page(title: str, facts: list[tuple[str, str]], figures: list[tuple[str, str
     )
 
 
-def _reference_figures(
-    run: Path, config: dict, volume: np.ndarray, apix: float, facts, figures
-) -> np.ndarray:
+def _reference_figures(run: Path, config: dict, volume: np.ndarray, apix: float, facts, figures) -> None:
     """Alignment, FSC, pose-error histogram and side-by-side views when the run had a reference."""
-    ref_path, star = config.get("ref"), Path(config["star"])
-    truth = read_star(star)
+    ref_path, truth = config.get("ref"), read_star(Path(config["star"]))
     shown = {"estimate": volume}
     if truth.has_angles:
-        est = relion_angles_to_matrix(read_star(run / "poses.star").angles_deg()).numpy()
-        alignment = align_rotations(est, relion_angles_to_matrix(truth.angles_deg()).numpy())
+        alignment = align_rotations(*matched_rotations(read_star(run / "poses.star"), truth))
         facts += [
             ("pose error, mean / median", f"{alignment.mean_deg:.2f}° / {alignment.median_deg:.2f}°"),
             ("handedness", "flipped" if alignment.mirrored else "same"),
@@ -171,19 +168,11 @@ def _reference_figures(
         shown = {"estimate (aligned)": align_map(volume, alignment)}
     if ref_path and Path(ref_path).is_file():
         reference, _ = read_map(ref_path)
-        aligned = next(iter(shown.values()))
-        curve = fsc(aligned, reference)
-        n = reference.shape[-1]
-        facts += [
-            (
-                "FSC 0.5 / 0.143 vs reference",
-                f"{resolution_at(curve, 0.5, n, apix):.2f} Å / {resolution_at(curve, 0.143, n, apix):.2f} Å",
-            )
-        ]
-        figures.append(("FSC", _fsc_plot(curve, n, apix, run, "learned map")))
+        maps = evaluate_maps(next(iter(shown.values())), reference, apix, alignment=None)  # already aligned
+        facts += [("FSC 0.5 / 0.143 vs reference", f"{maps.fsc05_A:.2f} Å / {maps.fsc0143_A:.2f} Å")]
+        figures.append(("FSC", _fsc_plot(maps.fsc_curve, reference.shape[-1], apix, run, "learned map")))
         shown["reference"] = reference
     figures.append(("Central slices and projections", _views(shown, run)))
-    return next(iter(shown.values()))
 
 
 def write_report(run_dir: str | os.PathLike) -> Path:

@@ -23,11 +23,12 @@ import yaml
 from . import __version__
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .errors import CryoPoseNetError, InputError, TrainingDiverged
+from .evaluation import evaluate_maps
 from .io.atomic import write_text_atomic
 from .io.mrc import read_map, write_map
 from .io.particles import ParticleStack, load_particles, optics_for
 from .io.star import ParticleTable, write_star
-from .metrics import align_map, align_rotations, fsc, resolution_at
+from .metrics import align_rotations
 from .physics.imaging import origin_to_translation
 from .physics.rotations import matrix_to_relion_angles, relion_angles_to_matrix
 from .train import ParticleData, TrainConfig, TrainState, init_state, predict_poses, train
@@ -163,11 +164,10 @@ def _evaluator(data: ParticleData, ref_path, apix: float):
         alignment = align_rotations(est, sub.rotations.double().numpy())
         with torch.no_grad():
             vol = (state.volume.volume().detach().cpu().double() / state.scale).numpy()
-        curve = fsc(align_map(vol, alignment), reference)
-        n = reference.shape[-1]
+        maps = evaluate_maps(vol, reference, apix, alignment)
         return {
-            "fsc05_A": resolution_at(curve, 0.5, n, apix),
-            "fsc0143_A": resolution_at(curve, 0.143, n, apix),
+            "fsc05_A": maps.fsc05_A,
+            "fsc0143_A": maps.fsc0143_A,
             "pose_mae_deg": alignment.mean_deg,
             "pose_median_deg": alignment.median_deg,
         }
