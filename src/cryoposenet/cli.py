@@ -115,6 +115,11 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--poses", help="STAR file with estimated poses")
     p.add_argument("--ref-poses", help="STAR file with reference poses")
     p.add_argument("--apix", type=_positive_float, help="pixel size when the maps have none")
+    p.add_argument(
+        "--no-symmetry",
+        action="store_true",
+        help="do not look for a (pseudo-)symmetry of --ref (by default one adds pose_mae_sym_deg)",
+    )
     _common(p)
 
 

@@ -86,7 +86,9 @@ def predict(args: Namespace) -> None:
 def evaluate(args: Namespace) -> None:
     from .evaluation import evaluate_files
 
-    result = evaluate_files(args.map, args.ref, args.poses, args.ref_poses, apix=args.apix)
+    result = evaluate_files(
+        args.map, args.ref, args.poses, args.ref_poses, apix=args.apix, symmetry=not args.no_symmetry
+    )
     text = json.dumps(result.to_json(), indent=2)
     print(text)
     if args.out:

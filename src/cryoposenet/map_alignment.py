@@ -19,7 +19,7 @@ from .metrics import MIRROR, Alignment
 from .physics.fourier import centre_crop
 from .physics.rotations import expmap_to_quaternion, quaternion_to_matrix, random_rotations
 
-__all__ = ["downsample", "align_maps"]
+__all__ = ["downsample", "align_maps", "self_symmetry", "self_correlations"]
 
 
 def downsample(volume: torch.Tensor, size: int) -> torch.Tensor:
@@ -84,18 +84,64 @@ def align_maps(
     fine_v, fine_r = (downsample(x, fine_size).float() for x in (vol, ref))
     best = (-2.0, None, False)
     for k in scores.topk(2).indices.tolist():
-        t0 = cands[k].double()
-        mirrored = k >= n_rotations
-
-        def loss(w, t0=t0):
-            d = quaternion_to_matrix(expmap_to_quaternion(torch.as_tensor(w, dtype=torch.float64) / 2))
-            return -_scores(fine_v, fine_r, (t0 @ d)[None])[0].item()
-
-        res = minimize(
-            loss, np.zeros(3), method="Powell", options={"xtol": 1e-3, "ftol": 1e-6, "maxfev": 200}
-        )
-        if -res.fun > best[0]:
-            d = quaternion_to_matrix(expmap_to_quaternion(torch.as_tensor(res.x) / 2))
-            best = (-res.fun, (t0 @ d).numpy(), mirrored)
+        score, t = _refine(fine_v, fine_r, cands[k].double())
+        if score > best[0]:
+            best = (score, t, k >= n_rotations)
     score, t, mirrored = best
     return _to_alignment(t, mirrored), float(score)
+
+
+def _refine(volume: torch.Tensor, reference: torch.Tensor, t0: torch.Tensor) -> tuple[float, np.ndarray]:
+    """Local search around ``t0`` ``(3, 3)``: the best correlation and its ``t`` (Powell on expmap)."""
+
+    def rotation(w) -> torch.Tensor:
+        return t0 @ quaternion_to_matrix(expmap_to_quaternion(torch.as_tensor(w, dtype=torch.float64) / 2))
+
+    def loss(w) -> float:
+        return -_scores(volume, reference, rotation(w)[None])[0].item()
+
+    res = minimize(loss, np.zeros(3), method="Powell", options={"xtol": 1e-3, "ftol": 1e-6, "maxfev": 200})
+    return -float(res.fun), rotation(res.x).numpy()
+
+
+def self_symmetry(
+    reference: np.ndarray,
+    min_angle_deg: float = 50.0,
+    n_rotations: int = 5000,
+    coarse_size: int = 24,
+    fine_size: int = 40,
+    seed: int = 0,
+) -> tuple[np.ndarray, float]:
+    """The rotation ``T`` ``(3, 3)``, at least ``min_angle_deg`` from the identity, that best maps
+    ``reference`` onto itself (``V(T r) ≈ V(r)``), and that correlation.
+
+    A correlation near 1 means a (pseudo-)symmetry: poses ``R`` and ``R·T`` render the same image.
+    """
+    ref = torch.as_tensor(reference, dtype=torch.float64)
+    coarse = downsample(ref, coarse_size).float()
+    rots = random_rotations(n_rotations, torch.Generator().manual_seed(seed), dtype=torch.float32)
+    cos = ((rots.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
+    far = torch.rad2deg(torch.acos(cos)) >= min_angle_deg
+    rots = rots[far]
+    scores = _scores(coarse, coarse, rots)
+    fine = downsample(ref, fine_size).float()
+    best = (-2.0, None)
+    for k in scores.topk(3).indices.tolist():
+        score, t = _refine(fine, fine, rots[k].double())
+        if _angle_deg(t) < min_angle_deg:  # refinement slid back towards the identity
+            t = rots[k].double().numpy()
+            score = _scores(fine, fine, rots[k][None])[0].item()
+        if score > best[0]:
+            best = (score, t)
+    return best[1], best[0]
+
+
+def self_correlations(reference: np.ndarray, rotations: np.ndarray, size: int = 40) -> np.ndarray:
+    """Correlations ``(K,)`` of ``reference`` (low-passed to ``size`` px) with itself moved by each
+    of ``rotations`` ``(K, 3, 3)``, i.e. of ``V(T_k r)`` with ``V(r)``."""
+    ref = downsample(torch.as_tensor(reference, dtype=torch.float64), size).float()
+    return _scores(ref, ref, torch.as_tensor(np.asarray(rotations), dtype=torch.float32)).numpy()
+
+
+def _angle_deg(t: np.ndarray) -> float:
+    return float(np.rad2deg(np.arccos(np.clip((np.trace(t) - 1) / 2, -1, 1))))

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from .errors import InputError  # noqa: E402
-from .evaluation import evaluate_maps, matched_rotations  # noqa: E402
+from .evaluation import detect_symmetry, evaluate_maps, matched_rotations  # noqa: E402
 from .io.atomic import atomic_path, write_text_atomic  # noqa: E402
 from .io.mrc import read_map  # noqa: E402
 from .io.particles import load_particles  # noqa: E402
@@ -54,6 +54,9 @@ def _curves(metrics: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
         floor = 1e-3  # log axis: below a thousandth of a degree is shown as that
         a1.plot(ev["step"], ev["pose_mae_deg"].clip(lower=floor), "o-", label="mean")
         a1.plot(ev["step"], ev["pose_median_deg"].clip(lower=floor), "s--", label="median")
+        if ev.get("pose_mae_sym_deg") is not None and ev["pose_mae_sym_deg"].notna().any():
+            a1.plot(ev["step"], ev["pose_mae_sym_deg"].clip(lower=floor), "o-", label="mean, symmetry-aware")
+            a1.plot(ev["step"], ev["pose_median_sym_deg"].clip(lower=floor), "s--", label="median, sym.")
         a1.set(xlabel="step", ylabel="pose error after alignment (°)", yscale="log", title="Pose error")
         a1.legend()
         a2.plot(ev["step"], ev["fsc05_A"], "o-", label="FSC 0.5")
@@ -157,19 +160,32 @@ def _page(title: str, facts: list[tuple[str, str]], figures: list[tuple[str, str
 def _reference_figures(run: Path, config: dict, volume: np.ndarray, apix: float, facts, figures) -> None:
     """Alignment, FSC, pose-error histogram and side-by-side views when the run had a reference."""
     ref_path, truth = config.get("ref"), read_star(Path(config["star"]))
+    reference = read_map(ref_path)[0] if ref_path and Path(ref_path).is_file() else None
+    group, info = detect_symmetry(reference) if reference is not None else (None, {})
+    if group is not None:
+        facts.append(
+            (
+                "reference pseudo-symmetry",
+                f"{info['angle_deg']:.1f}° rotation, correlation {info['correlation']:.3f}",
+            )
+        )
     shown = {"estimate": volume}
     if truth.has_angles:
-        alignment = align_rotations(*matched_rotations(read_star(run / "poses.star"), truth))
-        facts += [
-            ("pose error, mean / median", f"{alignment.mean_deg:.2f}° / {alignment.median_deg:.2f}°"),
-            ("handedness", "flipped" if alignment.mirrored else "same"),
-        ]
+        poses = matched_rotations(read_star(run / "poses.star"), truth)
+        alignment = align_rotations(*poses)
+        facts.append(
+            ("pose error, mean / median", f"{alignment.mean_deg:.2f}° / {alignment.median_deg:.2f}°")
+        )
+        if group is not None:
+            alignment = align_rotations(*poses, symmetry=group)
+            text = f"{alignment.mean_deg:.2f}° / {alignment.median_deg:.2f}°"
+            facts.append(("pose error to the nearest symmetry branch, mean / median", text))
+        facts.append(("handedness", "flipped" if alignment.mirrored else "same"))
         figures.append(("Pose errors", _histogram(alignment.errors_deg, run)))
         shown = {"estimate (aligned)": align_map(volume, alignment)}
-    if ref_path and Path(ref_path).is_file():
-        reference, _ = read_map(ref_path)
+    if reference is not None:
         maps = evaluate_maps(next(iter(shown.values())), reference, apix, alignment=None)  # already aligned
-        facts += [("FSC 0.5 / 0.143 vs reference", f"{maps.fsc05_A:.2f} Å / {maps.fsc0143_A:.2f} Å")]
+        facts.append(("FSC 0.5 / 0.143 vs reference", f"{maps.fsc05_A:.2f} Å / {maps.fsc0143_A:.2f} Å"))
         figures.append(("FSC", _fsc_plot(maps.fsc_curve, reference.shape[-1], apix, run, "learned map")))
         shown["reference"] = reference
     figures.append(("Central slices and projections", _views(shown, run)))

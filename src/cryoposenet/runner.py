@@ -23,7 +23,7 @@ import yaml
 from . import __version__
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .errors import CryoPoseNetError, InputError, TrainingDiverged
-from .evaluation import evaluate_maps
+from .evaluation import detect_symmetry, evaluate_maps
 from .io.atomic import write_text_atomic
 from .io.mrc import read_map, write_map
 from .io.particles import ParticleStack, load_particles, optics_for
@@ -55,6 +55,8 @@ METRIC_COLUMNS = (
     "fsc0143_A",
     "pose_mae_deg",
     "pose_median_deg",
+    "pose_mae_sym_deg",
+    "pose_median_sym_deg",
 )
 EVAL_IMAGES = 512  # images whose predicted poses are scored at each evaluation
 
@@ -152,25 +154,30 @@ def _check_out_dir(out: Path, resume: bool, force: bool) -> None:
 
 
 def _evaluator(data: ParticleData, ref_path, apix: float):
-    """A function ``state -> dict`` of FSC resolution and pose error against ground truth."""
+    """A function ``state -> dict`` of FSC resolution and pose error against ground truth.
+
+    With a (pseudo-)symmetric reference the symmetry-aware errors are logged too and the map is
+    aligned by them (see :mod:`cryoposenet.evaluation`).
+    """
     reference, _ = read_map(ref_path)
     if reference.shape[-1] != data.images.shape[-1]:
         raise InputError(f"reference box {reference.shape[-1]} differs from the images'", ref_path)
+    group, _ = detect_symmetry(reference)
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:EVAL_IMAGES]
     sub = _subset(data, idx)
 
     def evaluate(state: TrainState) -> dict:
         est = predict_poses(state, sub).double().numpy()
-        alignment = align_rotations(est, sub.rotations.double().numpy())
+        truth = sub.rotations.double().numpy()
+        alignment = align_rotations(est, truth)
+        row = {"pose_mae_deg": alignment.mean_deg, "pose_median_deg": alignment.median_deg}
+        if group is not None:
+            alignment = align_rotations(est, truth, symmetry=group)
+            row.update(pose_mae_sym_deg=alignment.mean_deg, pose_median_sym_deg=alignment.median_deg)
         with torch.no_grad():
             vol = (state.volume.volume().detach().cpu().double() / state.scale).numpy()
         maps = evaluate_maps(vol, reference, apix, alignment)
-        return {
-            "fsc05_A": maps.fsc05_A,
-            "fsc0143_A": maps.fsc0143_A,
-            "pose_mae_deg": alignment.mean_deg,
-            "pose_median_deg": alignment.median_deg,
-        }
+        return {"fsc05_A": maps.fsc05_A, "fsc0143_A": maps.fsc0143_A, **row}
 
     return evaluate
 
