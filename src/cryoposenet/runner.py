@@ -7,22 +7,20 @@ between files and that library.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import math
-import signal
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-from . import __version__
-from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .errors import CryoPoseNetError, InputError, TrainingDiverged
+from . import __version__, distributed
+from .checkpoint import load_checkpoint, read_checkpoint
+from .data import StackImages
+from .distributed import DataParallel
+from .errors import InputError
 from .evaluation import detect_symmetry, evaluate_maps
 from .io.atomic import write_text_atomic
 from .io.mrc import read_map, write_map
@@ -31,6 +29,7 @@ from .io.star import ParticleTable, write_star
 from .metrics import align_rotations
 from .physics.imaging import origin_to_translation
 from .physics.rotations import matrix_to_relion_angles, relion_angles_to_matrix
+from .progress import MetricsLog, Progress, stop_on_signals
 from .train import ParticleData, TrainConfig, TrainState, init_state, predict_poses, train
 
 __all__ = [
@@ -45,19 +44,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 RUN_FILES = ("map.mrc", "poses.star", "metrics.csv", "config.yaml", "checkpoint.pt")
-METRIC_COLUMNS = (
-    "step",
-    "loss",
-    "time_s",
-    "images_per_s",
-    "k_max",
-    "fsc05_A",
-    "fsc0143_A",
-    "pose_mae_deg",
-    "pose_median_deg",
-    "pose_mae_sym_deg",
-    "pose_median_sym_deg",
-)
 EVAL_IMAGES = 512  # images whose predicted poses are scored at each evaluation
 
 
@@ -87,11 +73,12 @@ def resolve_device(name: str) -> str:
 
 
 def particle_data(stack: ParticleStack) -> ParticleData:
-    """All images and per-particle parameters of a stack, as :class:`ParticleData` tensors."""
+    """A stack's per-particle parameters as :class:`ParticleData` tensors; images stay in the files.
+
+    The images are a :class:`~cryoposenet.data.StackImages`: training reads batches from the
+    stack files (checking each for NaN/Inf), so memory does not grow with the number of particles.
+    """
     table = stack.table
-    images = torch.from_numpy(stack[np.arange(len(stack))])
-    if not torch.isfinite(images).all():
-        raise InputError("images contain NaN or Inf", table.source)
     ctf = (
         {k: torch.as_tensor(v, dtype=torch.float32) for k, v in table.ctf_params().items()}
         if table.has_ctf
@@ -99,7 +86,8 @@ def particle_data(stack: ParticleStack) -> ParticleData:
     )
     origins = torch.as_tensor(table.origins_A(), dtype=torch.float32)
     rotations = relion_angles_to_matrix(table.angles_deg()).float() if table.has_angles else None
-    return ParticleData(images, stack.apix, ctf, origin_to_translation(origins, stack.apix), rotations)
+    translations = origin_to_translation(origins, stack.apix)
+    return ParticleData(StackImages(stack), stack.apix, ctf, translations, rotations)
 
 
 def _subset(data: ParticleData, idx: torch.Tensor) -> ParticleData:
@@ -118,31 +106,6 @@ def write_poses_star(path, table: ParticleTable, rotations: torch.Tensor, apix: 
         parts = parts.drop(columns=[c for c in ("rlnOriginX", "rlnOriginY") if c in parts])
         parts["rlnOriginXAngst"], parts["rlnOriginYAngst"] = origins.T
     write_star(path, parts, optics_for(table, apix, box))
-
-
-class MetricsLog:
-    """``metrics.csv``: one row per step, appended and flushed; a resumed run drops rows past its step."""
-
-    def __init__(self, path: Path, resume_step: int | None):
-        self.path = path
-        if resume_step is not None and path.exists():
-            lines = path.read_text().splitlines()
-            keep = [ln for ln in lines[1:] if ln and int(ln.split(",")[0]) <= resume_step]
-            write_text_atomic(path, "\n".join([lines[0], *keep]) + "\n")
-        else:
-            write_text_atomic(path, ",".join(METRIC_COLUMNS) + "\n")
-        self._file = open(path, "a")  # noqa: SIM115 (kept open for the whole run)
-
-    def write(self, row: dict) -> None:
-        cells = [row.get(c) for c in METRIC_COLUMNS]
-        self._file.write(
-            ",".join("" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v)) for v in cells)
-            + "\n"
-        )
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
 
 
 def _check_out_dir(out: Path, resume: bool, force: bool) -> None:
@@ -193,115 +156,6 @@ def _write_config(out: Path, star, config: TrainConfig, **settings) -> None:
     write_text_atomic(out / "config.yaml", yaml.safe_dump(doc, sort_keys=False))
 
 
-class _Progress:
-    """Per-step hook: tqdm bar with loss and images/s, metrics rows, periodic checkpoints.
-
-    A step's row is held until the next step so an evaluation of that step lands in the same row.
-    """
-
-    def __init__(
-        self,
-        out: Path,
-        state: TrainState | None,
-        total: int,
-        log_rows: MetricsLog,
-        checkpoint_every: int | None,
-        checkpoint_seconds: float,
-        show: bool,
-    ):
-        from tqdm import tqdm
-
-        start = state.step if state is not None else 0
-        self.bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=not show)
-        self.out, self.rows, self.every, self.seconds = out, log_rows, checkpoint_every, checkpoint_seconds
-        self.t0 = time.perf_counter() - (state.extra.get("time_s", 0.0) if state is not None else 0.0)
-        self.last_save = time.perf_counter()
-        self.row: dict | None = None
-        self.last_eval: dict = {}
-        self.rate: float | None = None
-        self.stop_signal: str | None = None
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
-
-    def flush(self) -> None:
-        if self.row is not None:
-            self.rows.write(self.row)
-            self.row = None
-
-    def on_step(self, info, state: TrainState) -> None:
-        if not math.isfinite(info.loss):
-            raise TrainingDiverged(
-                f"loss became {info.loss} at step {info.step}; the last good checkpoint "
-                f"in {self.out} is kept (try a lower --lr, then --resume)"
-            )
-        self.flush()
-        self.row = {
-            "step": info.step,
-            "loss": info.loss,
-            "time_s": self.elapsed(),
-            "images_per_s": info.images_per_s,
-            "k_max": info.k_max,
-        }
-        self.rate = info.images_per_s if self.rate is None else 0.95 * self.rate + 0.05 * info.images_per_s
-        self.bar.update(1)
-        self.bar.set_postfix(loss=f"{info.loss:.4f}", img_s=f"{self.rate:.0f}", refresh=False)
-        due = (self.every and info.step % self.every == 0) or (
-            not self.every and time.perf_counter() - self.last_save > self.seconds
-        )
-        if due or self.stop_signal:
-            self.save(state)
-        if self.stop_signal:
-            raise CryoPoseNetError(
-                f"stopped by {self.stop_signal} at step {info.step}; checkpoint saved, continue with --resume"
-            )
-
-    def on_eval(self, figures: dict) -> None:
-        self.last_eval = figures
-        if self.row is not None:
-            self.row.update(figures)
-
-    def save(self, state: TrainState) -> None:
-        """Checkpoint, and flush the metrics so the file never runs ahead of or behind it."""
-        self.flush()
-        if not all(torch.isfinite(p).all() for p in _parameters(state)):
-            raise TrainingDiverged(
-                f"the map or encoder became NaN/Inf by step {state.step}; the last good "
-                f"checkpoint in {self.out} is kept (try a lower --lr, then --resume)"
-            )
-        save_checkpoint(self.out / "checkpoint.pt", state, extra={"time_s": self.elapsed()})
-        self.last_save = time.perf_counter()
-
-
-def _parameters(state: TrainState) -> list[torch.Tensor]:
-    params = list(state.volume.parameters())
-    if state.encoder is not None:
-        params += list(state.encoder.parameters())
-    if state.free_params is not None:
-        params.append(state.free_params)
-    return params
-
-
-@contextlib.contextmanager
-def _stop_on_signals(hook: _Progress):
-    """SIGTERM and SIGINT ask the run to checkpoint and stop at the end of the current step."""
-
-    def ask(signum, _frame):
-        hook.stop_signal = signal.Signals(signum).name
-
-    previous = {}
-    try:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, ask)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _fresh_state(data: ParticleData, config: TrainConfig, star) -> TrainState:
     """A new model for ``data``; a setting the model cannot take is bad input, named in one line."""
     try:
@@ -310,22 +164,8 @@ def _fresh_state(data: ParticleData, config: TrainConfig, star) -> TrainState:
         raise InputError(f"cannot train on these images: {exc}", star) from None
 
 
-def run_training(
-    star,
-    out_dir,
-    config: TrainConfig,
-    *,
-    datadir=None,
-    ref=None,
-    eval_every=None,
-    resume: bool = False,
-    force: bool = False,
-    checkpoint_every: int | None = None,
-    checkpoint_seconds: float = 300.0,
-    progress: bool = True,
-) -> dict:
-    """Train on a STAR file and write the run folder; returns the final figures."""
-    out = Path(out_dir)
+def _prepare(star, out: Path, config: TrainConfig, datadir, ref, eval_every, resume: bool, force: bool):
+    """Check and read everything a run needs (writes nothing): ``(stack, data, state, evaluate)``."""
     _check_out_dir(out, resume, force)
     stack = load_particles(star, datadir=datadir)
     data = particle_data(stack)
@@ -343,6 +183,52 @@ def run_training(
         log.info("resuming %s at step %d", out, state.step)
     else:
         state = _fresh_state(data, config, star)
+    return stack, data, state, evaluate
+
+
+def run_training(star, out_dir, config: TrainConfig, **options) -> dict:
+    """Train on a STAR file and write the run folder; returns the final figures.
+
+    ``options``: those of :func:`_run_training`. Under ``torchrun`` (``WORLD_SIZE`` > 1) every
+    process trains on its share of each batch (see :mod:`cryoposenet.distributed`) and rank 0
+    alone writes the run folder.
+    """
+    parallel = distributed.from_env(config.device)
+    try:
+        result = _run_training(star, out_dir, config, parallel=parallel, **options)
+        if parallel is not None:
+            parallel.barrier()  # leave together: gloo may abort a rank whose peer tears down first
+        return result
+    finally:
+        distributed.shutdown()
+
+
+def _run_training(
+    star,
+    out_dir,
+    config: TrainConfig,
+    *,
+    datadir=None,
+    ref=None,
+    eval_every=None,
+    resume: bool = False,
+    force: bool = False,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float = 300.0,
+    progress: bool = True,
+    parallel: DataParallel | None = None,
+) -> dict:
+    out = Path(out_dir)
+    if parallel is not None:
+        config = dataclasses.replace(config, device=parallel.device)
+    stack, data, state, evaluate = _prepare(star, out, config, datadir, ref, eval_every, resume, force)
+    if parallel is not None:
+        state.parallel = parallel
+        parallel.wrap(state.volume, state.encoder)
+        parallel.barrier()  # every rank has read and checked its input before rank 0 writes
+        if not parallel.is_main:
+            result = train(data, state.config, state=state)
+            return {"steps": result.state.step, "time_s": None, "final": {}, "rank": parallel.rank}
     out.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves nothing behind
     _write_config(
         out,
@@ -352,9 +238,10 @@ def run_training(
         ref=ref and str(Path(ref).resolve()),
         eval_every=eval_every,
         checkpoint_every=checkpoint_every,
+        processes=parallel.world if parallel is not None else 1,
     )
     rows = MetricsLog(out / "metrics.csv", state.step if resume else None)
-    hook = _Progress(out, state, config.steps, rows, checkpoint_every, checkpoint_seconds, progress)
+    hook = Progress(out, state, config.steps, rows, checkpoint_every, checkpoint_seconds, progress)
     on_eval = None
     if evaluate is not None:
 
@@ -362,15 +249,8 @@ def run_training(
             hook.on_eval(evaluate(st))
 
     try:
-        with _stop_on_signals(hook):
-            result = train(
-                data,
-                state.config,
-                on_step=hook.on_step,
-                on_eval=on_eval,
-                eval_every=eval_every or 0,
-                state=state,
-            )
+        with stop_on_signals(hook):
+            result = train(data, state.config, hook.on_step, on_eval, eval_every=eval_every or 0, state=state)
         hook.save(result.state)
     finally:
         hook.flush()
@@ -378,7 +258,7 @@ def run_training(
         rows.close()
     write_map(out / "map.mrc", result.volume.numpy().astype(np.float32), stack.apix)
     write_poses_star(out / "poses.star", stack.table, result.rotations, stack.apix, stack.box)
-    return {"steps": result.state.step, "time_s": hook.elapsed(), "final": hook.last_eval}
+    return {"steps": result.state.step, "time_s": hook.elapsed(), "final": hook.last_eval, "rank": 0}
 
 
 def run_predict(run_dir, star, out_star, *, datadir=None, batch_size: int = 256, device: str = "cpu") -> int:

@@ -2,7 +2,10 @@
 
 ``poses``: ``encoder`` (CryoPoseNet: a CNN predicts each image's rotation), ``known`` (rotations
 given: the paper's "tomo" baseline, i.e. reconstruction only) or ``free`` (one learnable rotation
-per image: the paper's "AD" baseline). The library reads no files; images arrive as tensors.
+per image: the paper's "AD" baseline). The library reads no files: images arrive as a tensor or
+as a source that reads rows on demand (:class:`cryoposenet.data.StackImages`); batches are then
+read one step ahead in a background thread. Under ``torchrun`` (``state.parallel``, see
+:mod:`cryoposenet.distributed`) each process takes its share of every batch.
 
 Convergence options beyond the paper (see docs/training.md for what each measured):
 ``kmax_start``/``kmax_steps`` (coarse-to-fine: the loss sees only a low-pass disc whose radius
@@ -16,9 +19,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
+from .data import Prefetcher, sample_images
 from .model.encoder import PoseEncoder
 from .model.losses import (
     band_weights,
@@ -33,6 +38,9 @@ from .physics.ctf import ctf_half_plane
 from .physics.fourier import image_to_fourier
 from .physics.projection import slice_volume
 from .physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
+
+if TYPE_CHECKING:
+    from .distributed import DataParallel
 
 __all__ = [
     "ParticleData",
@@ -54,6 +62,9 @@ POSE_MODES = ("encoder", "known", "free")
 class ParticleData:
     """A particle stack. ``images`` ``(M, N, N)`` float32; ``apix`` Å/pixel.
 
+    ``images`` is a tensor or any source with ``shape``, ``len`` and ``images[idx] -> (B, N, N)``
+    tensor for a 1-D index tensor (:class:`cryoposenet.data.StackImages` reads stack files).
+
     ``ctf``: None or a dict of ``(M,)`` tensors keyed by :func:`cryoposenet.physics.ctf.ctf_2d`'s
     parameter names (``defocus_u_A``, ``defocus_v_A``, ``defocus_angle_deg``, ``voltage_kv``,
     ``cs_mm``, ``amplitude_contrast``, optional ``phase_shift_deg``). ``translations_px``: None or
@@ -70,6 +81,10 @@ class ParticleData:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def box(self) -> int:
+        return self.images.shape[-1]
 
 
 @dataclass
@@ -120,13 +135,14 @@ class TrainState:
     scale: float  # images are multiplied by this before training (unit variance)
     step: int = 0
     extra: dict = field(default_factory=dict)
+    parallel: DataParallel | None = None  # set under torchrun: this rank's share and DDP modules
 
 
 @dataclass
 class TrainResult:
     volume: torch.Tensor  # (N, N, N), in the input images' units
     state: TrainState
-    rotations: torch.Tensor  # (M, 3, 3), one per training image
+    rotations: torch.Tensor | None  # (M, 3, 3), one per training image (None: not asked for)
 
 
 def _auto_amplitude(images: torch.Tensor, init: str) -> float:
@@ -146,9 +162,10 @@ def init_state(data: ParticleData, config: TrainConfig) -> TrainState:
         raise ValueError("poses='known' needs data.rotations")
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    n = data.images.shape[-1]
-    scale = 1.0 / data.images.std().item()
-    amp = _auto_amplitude(data.images * scale, config.map_init)
+    n = data.box
+    sample = sample_images(data.images)  # a bounded read: streamed stacks are never loaded whole
+    scale = 1.0 / sample.std().item()
+    amp = _auto_amplitude(sample * scale, config.map_init)
     volume = LearnableVolume(n, config.map_init, amp, config.mask_radius, generator=gen).to(config.device)
     encoder, free = None, None
     groups = [{"params": volume.parameters(), "lr": config.lr_map or config.lr}]
@@ -196,30 +213,49 @@ def k_max_at(config: TrainConfig, n: int, step: int) -> float:
     return config.kmax_start + (n / 2 - config.kmax_start) * frac
 
 
-def _hypotheses(state: TrainState, data: ParticleData, idx: torch.Tensor) -> torch.Tensor:
-    """Pose hypotheses ``(B, H, 3, 3)`` for the images ``idx`` ``(B,)``."""
+def batch_rows(config: TrainConfig, m: int, step: int) -> torch.Tensor:
+    """The global batch ``(B,)`` of ``step``, seeded by (seed, step): a resumed run repeats it."""
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    return torch.randint(m, (config.batch_size,), generator=gen)
+
+
+def _modules(state: TrainState, training: bool):
+    """``(volume, encoder)`` to call: the DDP wrappers while training under torchrun, else the bare ones."""
+    if training and state.parallel is not None:
+        return state.parallel.volume, state.parallel.encoder
+    return state.volume, state.encoder
+
+
+def _hypotheses(state: TrainState, data: ParticleData, idx, images, encoder) -> torch.Tensor:
+    """Pose hypotheses ``(B, H, 3, 3)`` for the images ``idx`` ``(B,)`` (``images`` scaled, on device)."""
     dev = state.config.device
-    if state.encoder is not None:
-        return state.encoder(data.images[idx].to(dev) * state.scale)
+    if encoder is not None:
+        return encoder(images)
     if state.free_params is not None:
         return s2s2_to_matrix(state.free_params[idx.to(dev)])[:, None]
     return data.rotations[idx].to(dev, torch.float32)[:, None]
 
 
-def _batch_loss(state: TrainState, data: ParticleData, idx: torch.Tensor, k_max: float):
-    """``(loss, per_image (B,), winner (B,), hypotheses (B, H, 3, 3))`` for images ``idx``."""
-    dev, n = state.config.device, data.images.shape[-1]
-    target = image_to_fourier(data.images[idx].to(dev) * state.scale)
+def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images=None, training=False):
+    """``(loss, per_image (B,), winner (B,), hypotheses (B, H, 3, 3))`` for images ``idx``.
+
+    ``images`` ``(B, N, N)``: the rows ``idx`` when already read (else they are read here).
+    """
+    dev, n = state.config.device, data.box
+    images = data.images[idx] if images is None else images
+    images = images.to(dev, non_blocking=True) * state.scale
+    target = image_to_fourier(images)
     ctf = None
     if data.ctf is not None:
         params = {k: v[idx].to(dev) for k, v in data.ctf.items()}
         ctf = ctf_half_plane(n, data.apix, device=dev, **params)
     shifts = data.translations_px[idx].to(dev) if data.translations_px is not None else None
-    rots = _hypotheses(state, data, idx)
+    volume, encoder = _modules(state, training)
+    rots = _hypotheses(state, data, idx, images, encoder)
     if state.config.pose_grid and state.config.poses != "known":
         rots = expand_hypotheses(rots, octahedral_group(rots.dtype, rots.device))
     b, h = rots.shape[:2]
-    slices = slice_volume(state.volume(), rots.reshape(b * h, 3, 3)).reshape(b, h, n, n // 2 + 1)
+    slices = slice_volume(volume(), rots.reshape(b * h, 3, 3)).reshape(b, h, n, n // 2 + 1)
     symmetric = state.config.symmetric and state.config.poses != "known"
     cands = candidate_spectra(slices, symmetric, ctf, shifts)
     loss, per_image, winner = wta_loss(target, cands, band_weights(n, k_max, device=dev))
@@ -234,40 +270,79 @@ def _pick(rots: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
     return torch.where((winner >= h)[:, None, None], flip_rotations(chosen), chosen)
 
 
+def _reader(data: ParticleData, chunks: list[torch.Tensor], pin: bool):
+    """``read(k)``: the images of ``chunks[k]`` (pinned for a fast copy to a GPU when ``pin``)."""
+
+    def read(k: int) -> torch.Tensor:
+        images = data.images[chunks[k]]
+        return images.pin_memory() if pin else images
+
+    return read
+
+
 @torch.no_grad()
-def predict_poses(state: TrainState, data: ParticleData, batch_size: int = 256) -> torch.Tensor:
-    """Rotations ``(M, 3, 3)`` for every image of ``data`` (which may be held out, for ``encoder``).
+def predict_poses(
+    state: TrainState, data: ParticleData, batch_size: int = 256, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Rotations ``(R, 3, 3)`` for the images ``rows`` (default: all) of ``data`` (may be held out).
 
     With several candidates per image the one that best explains the image under the current map
-    (full band) is chosen.
+    (full band) is chosen. Images are read a chunk ahead in a background thread.
     """
-    was_training = [m.training for m in (state.volume, state.encoder) if m is not None]
-    for m in (state.volume, state.encoder):
-        if m is not None:
-            m.eval()
+    modules = [m for m in (state.volume, state.encoder) if m is not None]
+    was_training = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    chunks = list((torch.arange(len(data)) if rows is None else rows).split(batch_size))
+    pin = state.config.device.startswith("cuda")
     out = []
-    for idx in torch.arange(len(data)).split(batch_size):
-        _, _, winner, rots = _batch_loss(state, data, idx, data.images.shape[-1] / 2)
-        out.append(_pick(rots, winner).cpu())
-    for m, t in zip([m for m in (state.volume, state.encoder) if m is not None], was_training, strict=True):
+    with Prefetcher(_reader(data, chunks, pin)) as loader:
+        for k, idx in enumerate(chunks):
+            images = loader.get(k, k + 1 if k + 1 < len(chunks) else None)
+            _, _, winner, rots = _batch_loss(state, data, idx, data.box / 2, images)
+            out.append(_pick(rots, winner).cpu())
+    for m, t in zip(modules, was_training, strict=True):
         m.train(t)
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.empty(0, 3, 3)
 
 
-def _step(state: TrainState, data: ParticleData) -> StepInfo:
-    """One Adam step on a random batch; the batch is seeded by (seed, step) so a resumed run repeats it."""
-    cfg, n = state.config, data.images.shape[-1]
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.step)
-    idx = torch.randint(len(data), (cfg.batch_size,), generator=gen)
-    k_max = k_max_at(cfg, n, state.step)
+def _local_rows(state: TrainState, m: int, step: int) -> torch.Tensor:
+    """This process's rows of ``step``'s batch (all of it without torchrun)."""
+    rows = batch_rows(state.config, m, step)
+    return state.parallel.shard(rows) if state.parallel is not None else rows
+
+
+def _step(state: TrainState, data: ParticleData, images: torch.Tensor | None = None) -> StepInfo:
+    """One Adam step on the batch of ``state.step`` (``images``: its rows, when read ahead).
+
+    Under torchrun each rank's loss is its share of the global batch mean, so DDP's gradient
+    average is the gradient of the global mean; the reported loss is the global mean.
+    """
+    cfg, par = state.config, state.parallel
+    idx = _local_rows(state, len(data), state.step)
+    k_max = k_max_at(cfg, data.box, state.step)
     t0 = time.perf_counter()
-    loss, _, _, _ = _batch_loss(state, data, idx, k_max)
+    loss, per_image, _, _ = _batch_loss(state, data, idx, k_max, images, training=True)
+    if par is not None:
+        loss = per_image.sum() * (par.world / cfg.batch_size)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if par is not None and state.free_params is not None:
+        par.average_grad(state.free_params)
     state.optimizer.step()
     state.step += 1
+    reported = loss.item() if par is None else par.sum(per_image.sum()).item() / cfg.batch_size
     rate = cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
-    return StepInfo(state.step, loss.item(), rate, k_max)
+    return StepInfo(state.step, reported, rate, k_max)
+
+
+def final_poses(state: TrainState, data: ParticleData) -> torch.Tensor:
+    """A rotation ``(M, 3, 3)`` per image; under torchrun each rank predicts its share, all gather."""
+    par = state.parallel
+    if par is None:
+        return predict_poses(state, data)
+    rows = par.shard(torch.arange(len(data)))
+    return par.gather_rows(predict_poses(state, data, rows=rows), len(data))
 
 
 def train(
@@ -277,21 +352,32 @@ def train(
     on_eval: Callable[[TrainState], None] | None = None,
     eval_every: int = 0,
     state: TrainState | None = None,
+    poses: bool = True,
 ) -> TrainResult:
     """Train map and poses on ``data`` for ``config.steps`` steps (from ``state.step`` if resuming).
 
     ``on_step`` is called after every step, ``on_eval`` every ``eval_every`` steps and at the end.
-    Returns the map in the input images' units, the state, and a rotation per training image.
+    Returns the map in the input images' units, the state, and a rotation per training image
+    (``poses=False``: none, the final pose pass is skipped). Each step's images are read one step
+    ahead in a background thread.
     """
     state = state or init_state(data, config)
-    while state.step < config.steps:
-        info = _step(state, data)
-        if on_step is not None:
-            on_step(info, state)
-        if on_eval is not None and eval_every and state.step % eval_every == 0:
-            on_eval(state)
+    pin = config.device.startswith("cuda")
+
+    def read(step: int) -> torch.Tensor:
+        images = data.images[_local_rows(state, len(data), step)]
+        return images.pin_memory() if pin else images
+
+    with Prefetcher(read) as loader:
+        while state.step < config.steps:
+            ahead = state.step + 1 if state.step + 1 < config.steps else None
+            info = _step(state, data, loader.get(state.step, ahead))
+            if on_step is not None:
+                on_step(info, state)
+            if on_eval is not None and eval_every and state.step % eval_every == 0:
+                on_eval(state)
     if on_eval is not None and not (eval_every and state.step % eval_every == 0):
         on_eval(state)
     with torch.no_grad():
         volume = state.volume.volume().detach().cpu() / state.scale
-    return TrainResult(volume, state, predict_poses(state, data))
+    return TrainResult(volume, state, final_poses(state, data) if poses else None)

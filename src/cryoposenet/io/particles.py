@@ -1,9 +1,17 @@
-"""Particle images behind a STAR file: memory-mapped stacks, read by row, never loaded whole."""
+"""Particle images behind a STAR file: stacks opened (memory-mapped) and checked once, read by row.
+
+Rows are read with positional reads (``os.pread``) at the offsets of the memory-mapped data block
+rather than through the map itself: pages touched through a map count in the process's resident
+memory (``ru_maxrss``) and stay there, so a pass over a 10⁶-image stack would grow the process by
+the stack's size; file reads go through the page cache only, so memory stays flat in the number of
+particles. Reads are thread-safe (no shared file position), for a background loader.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 
 import numpy as np
 import pandas as pd
@@ -32,6 +40,8 @@ class ParticleStack:
         self._index = index
         self._paths = uniq
         self._mrcs: list = [None] * len(uniq)
+        self._fds: list[int | None] = [None] * len(uniq)
+        self._lock = threading.Lock()
         self.box, header_apix = self._validate()
         self.apix = self._choose_apix(header_apix)
 
@@ -87,17 +97,48 @@ class ParticleStack:
             data = self._open(k).data
             if data.ndim == 2:
                 out[sel] = data
-            else:
+            elif hasattr(os, "pread"):
+                out[sel] = self._read_rows(k, self._index[rows[sel]])
+            else:  # no positional reads (Windows): through the map
                 idx = self._index[rows[sel]]
-                order = np.argsort(idx)  # sorted reads are kinder to memory maps
+                order = np.argsort(idx)
                 out[sel[order]] = data[idx[order]]
         return out
+
+    def _read_rows(self, k: int, idx: np.ndarray) -> np.ndarray:
+        """Images ``idx`` (0-based, any order, repeats allowed) of stack ``k`` as ``(len(idx), N, N)``.
+
+        Sorted unique images are read in runs of consecutive ones, one ``pread`` per run.
+        """
+        data = self._mrcs[k].data
+        dtype, image_bytes = data.dtype, data[0].nbytes
+        offset = self._mrcs[k].header.nbytes + int(self._mrcs[k].header.nsymbt)
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        runs = np.split(uniq, np.nonzero(np.diff(uniq) != 1)[0] + 1)
+        fd, blocks = self._fd(k), []
+        for run in runs:
+            size = len(run) * image_bytes
+            buf = os.pread(fd, size, offset + int(run[0]) * image_bytes)
+            if len(buf) != size:
+                raise InputError("stack is shorter than its header says (truncated?)", self._paths[k])
+            blocks.append(np.frombuffer(buf, dtype=dtype).reshape(len(run), *data.shape[1:]))
+        return np.concatenate(blocks)[inverse]
+
+    def _fd(self, k: int) -> int:
+        with self._lock:
+            if self._fds[k] is None:
+                self._fds[k] = os.open(self._paths[k], os.O_RDONLY)
+            return self._fds[k]
 
     def close(self) -> None:
         for m in self._mrcs:
             if m is not None:
                 m.close()
         self._mrcs = [None] * len(self._paths)
+        for fd in self._fds:
+            if fd is not None:
+                os.close(fd)
+        self._fds = [None] * len(self._paths)
 
     def __enter__(self) -> ParticleStack:
         return self
@@ -108,7 +149,13 @@ class ParticleStack:
     def __getstate__(self):  # worker processes reopen the maps themselves
         state = self.__dict__.copy()
         state["_mrcs"] = [None] * len(self._paths)
+        state["_fds"] = [None] * len(self._paths)
+        del state["_lock"]
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 def load_particles(star: str | os.PathLike, datadir: str | os.PathLike | None = None) -> ParticleStack:

@@ -1,0 +1,138 @@
+"""Benchmark training throughput and memory: images/s and peak RSS for 2k and 100k-particle stacks.
+
+    python benchmarks/throughput.py                          # 64 and 128 px, 2k and 100k images
+    python benchmarks/throughput.py --px 64 --sizes 2000 100000 --steps 20
+    python benchmarks/throughput.py --px 128 --sizes 2000 --threads 2
+
+Stacks are not simulated (100,000 images of 64 px take ~18 min to simulate here): a cheap
+generator writes smooth random blobs plus noise with a STAR file (random angles, CTF 1–2 µm) into
+``--workdir`` once and reuses them. Each case runs in its own child process so its peak resident
+memory (``ru_maxrss``) is its own; the child builds the default recipe (8 heads, symmetric loss,
+encoder, batch 32), runs 2 warm-up steps, then times ``--steps`` steps (data reading included).
+Prints a Markdown table. The device is ``cuda`` when one is visible, else the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+BLOCK = 4096  # images generated and written at a time
+
+
+def _patterns(box: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` smooth random particle-like images ``(count, box, box)``: sums of Gaussian blobs."""
+    c = np.arange(box) - box // 2
+    y, x = np.meshgrid(c, c, indexing="ij")
+    out = np.zeros((count, box, box), dtype=np.float32)
+    for k in range(count):
+        for _ in range(6):
+            cx, cy = rng.uniform(-box / 5, box / 5, size=2)
+            s = rng.uniform(box / 30, box / 10)
+            out[k] += np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * s * s)).astype(np.float32)
+    return out
+
+
+def make_stack(folder: Path, n_images: int, box: int, apix: float, seed: int = 0) -> Path:
+    """Write ``particles.mrcs`` + ``particles.star`` of ``n_images`` images into ``folder`` (once)."""
+    import pandas as pd
+
+    from cryoposenet.io import StackWriter, default_optics, write_star
+
+    star = folder / "particles.star"
+    if star.exists():
+        return star
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    base = _patterns(box, 64, rng)
+    with StackWriter(folder / "particles.mrcs", n_images, box, apix) as writer:
+        for i in range(0, n_images, BLOCK):
+            m = min(BLOCK, n_images - i)
+            pick = base[rng.integers(len(base), size=m)]
+            noise = rng.standard_normal((m, box, box), dtype=np.float32)
+            writer[i : i + m] = pick + noise
+    defocus = rng.uniform(10000, 20000, size=n_images)
+    parts = pd.DataFrame(
+        {
+            "rlnImageName": [f"{i + 1:06d}@particles.mrcs" for i in range(n_images)],
+            "rlnAngleRot": rng.uniform(-180, 180, n_images),
+            "rlnAngleTilt": np.degrees(np.arccos(rng.uniform(-1, 1, n_images))),
+            "rlnAnglePsi": rng.uniform(-180, 180, n_images),
+            "rlnOriginXAngst": np.zeros(n_images),
+            "rlnOriginYAngst": np.zeros(n_images),
+            "rlnDefocusU": defocus,
+            "rlnDefocusV": defocus,
+            "rlnDefocusAngle": np.zeros(n_images),
+        }
+    )
+    write_star(star, parts, default_optics(apix, box))
+    return star
+
+
+def child(star: str, steps: int, batch: int, threads: int) -> dict:
+    """Time ``steps`` training steps on ``star`` in this process; images/s and peak RSS.
+
+    Steps run through :func:`cryoposenet.train.train` (images streamed, read one step ahead);
+    the final pose pass is skipped. Time is counted from the end of the second (warm-up) step.
+    """
+    import torch
+
+    from cryoposenet.io import load_particles
+    from cryoposenet.runner import particle_data
+    from cryoposenet.train import TrainConfig, train
+
+    torch.set_num_threads(threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = particle_data(load_particles(star))
+    stamps, losses = [], []
+
+    def on_step(info, _state) -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+        losses.append(info.loss)
+
+    train(data, TrainConfig(steps=steps + 2, batch_size=batch, device=device), on_step, poses=False)
+    return {
+        "device": device,
+        "images_per_s": steps * batch / (stamps[-1] - stamps[1]),
+        "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "last_loss": losses[-1],
+    }
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--px", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 100_000])
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/cryoposenet-throughput"))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.steps, args.batch, args.threads)))
+        return
+    print("| px | particles | device | images/s | peak RSS (MB) |")
+    print("|---:|---:|---|---:|---:|")
+    for px in args.px:
+        for n in args.sizes:
+            star = make_stack(args.workdir / f"{px}px_{n}", n, px, apix=128 * 1.6 / px / 2)
+            cmd = [sys.executable, __file__, "--child", str(star), "--steps", str(args.steps)]
+            cmd += ["--batch", str(args.batch), "--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"| {px} | {n:,} | {r['device']} | {r['images_per_s']:.1f} | {r['peak_rss_MB']:.0f} |")
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
