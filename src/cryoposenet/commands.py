@@ -62,6 +62,8 @@ def train(args: Namespace) -> None:
         force=args.force,
         checkpoint_every=args.checkpoint_every,
     )
+    if result.get("rank"):  # under torchrun only rank 0 writes and reports
+        return
     final = result["final"]
     figures = "".join(f", {k} {v:.2f}" for k, v in final.items() if v is not None)
     print(

@@ -1,0 +1,56 @@
+"""``torchrun -m cryoposenet train`` on 2 CPU processes (gloo) takes the steps one process takes."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cryoposenet.distributed import DataParallel
+from cryoposenet.io import read_map, read_star
+from cryoposenet.runner import make_config, run_training
+from datasets import write_dataset
+
+
+def test_shards_of_a_batch_cover_it_once_in_order():
+    rows = torch.arange(9) * 7
+    shards = [DataParallel(rank, 2, "cpu").shard(rows) for rank in range(2)]
+    assert [len(s) for s in shards] == [5, 4]
+    assert torch.equal(torch.cat(shards), rows)
+
+
+def _torchrun(*args: str, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    return subprocess.run(
+        [*cmd, "-m", "cryoposenet", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_two_processes_match_one_and_their_checkpoint_resumes_on_one(tmp_path):
+    write_dataset(tmp_path, n=24, m=120, snr=4.0)
+    star = tmp_path / "p.star"
+    config = make_config(4, batch_size=9, seed=3)  # as the command line makes it; shares of 5 and 4
+    run_training(star, tmp_path / "one", config, progress=False)
+
+    two = _torchrun("train", str(star), "-o", "two", "--steps", "2", "--batch-size", "9", "--seed", "3",
+                    "--device", "cpu", cwd=tmp_path)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("wrote") == 1, two.stdout  # rank 0 alone reports (and writes)
+    # the run was made with 2 processes; it continues here in one, as after moving machines
+    two_config = make_config(4, batch_size=9, seed=3)
+    run_training(star, tmp_path / "two", two_config, resume=True, progress=False)
+
+    one_rows = pd.read_csv(tmp_path / "one" / "metrics.csv")
+    two_rows = pd.read_csv(tmp_path / "two" / "metrics.csv")
+    assert list(two_rows["step"]) == [1, 2, 3, 4]
+    np.testing.assert_allclose(two_rows["loss"], one_rows["loss"], rtol=1e-5)
+    one_map, two_map = read_map(tmp_path / "one" / "map.mrc")[0], read_map(tmp_path / "two" / "map.mrc")[0]
+    assert np.abs(one_map - two_map).max() < 1e-4 * np.abs(one_map).max()
+    one_angles = read_star(tmp_path / "one" / "poses.star").angles_deg()
+    two_angles = read_star(tmp_path / "two" / "poses.star").angles_deg()
+    assert len(two_angles) == 120 and np.abs(one_angles - two_angles).max() < 0.05
