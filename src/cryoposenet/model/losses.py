@@ -98,6 +98,7 @@ def wta_loss(
     ``target`` ``(B, N, N//2+1)`` spectra, ``candidates`` ``(B, C, N, N//2+1)``; ``loss`` is the
     batch mean of the per-image minimum over candidates.
     """
-    err = (weights * (candidates - target[:, None]).abs().square()).sum(dim=(-2, -1))
+    diff = torch.view_as_real(candidates - target[:, None])  # |z|² as re² + im²: no sqrt, no sgn
+    err = (weights * diff.square().sum(dim=-1)).sum(dim=(-2, -1))
     per_image, winner = err.min(dim=1)
     return per_image.mean(), per_image, winner
