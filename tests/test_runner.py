@@ -77,6 +77,16 @@ def test_known_pose_training_recovers_map_and_writes_run_files(clean_set):
     assert "handedness" in page and "FSC 0.5 / 0.143" in page
 
 
+def test_evaluations_on_checkpoint_steps_reach_metrics(clean_set):
+    """A checkpoint flushes the held row; an evaluation of the same step must still land in it."""
+    folder, _ = clean_set
+    args = ["--poses", "known", "--steps", "20", "--ref", str(folder / "truth.mrc"), "--eval-every", "10"]
+    assert train(folder, "run", *args, "--checkpoint-every", "5") == 0
+    metrics = pd.read_csv(folder / "run" / "metrics.csv")
+    assert list(metrics["step"]) == list(range(1, 21))
+    assert list(metrics.dropna(subset=["fsc05_A"])["step"]) == [10, 20]
+
+
 def test_output_folder_holding_a_run_is_refused_without_force(clean_set, capsys):
     folder, _ = clean_set
     assert train(folder, "run", "--steps", "2") == 0

@@ -72,6 +72,7 @@ class Progress:
         checkpoint_every: int | None,
         checkpoint_seconds: float,
         show: bool,
+        eval_every: int = 0,
     ):
         from tqdm import tqdm
 
@@ -84,6 +85,8 @@ class Progress:
         self.last_eval: dict = {}
         self.rate: float | None = None
         self.stop_signal: str | None = None
+        self.eval_every = eval_every
+        self.save_after_eval = False
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -113,17 +116,22 @@ class Progress:
         due = (self.every and info.step % self.every == 0) or (
             not self.every and time.perf_counter() - self.last_save > self.seconds
         )
-        if due or self.stop_signal:
+        if due and not self.stop_signal and self.eval_every and info.step % self.eval_every == 0:
+            self.save_after_eval = True  # saving flushes the row: first let this step's evaluation in
+        elif due or self.stop_signal:
             self.save(state)
         if self.stop_signal:
             raise CryoPoseNetError(
                 f"stopped by {self.stop_signal} at step {info.step}; checkpoint saved, continue with --resume"
             )
 
-    def on_eval(self, figures: dict) -> None:
+    def on_eval(self, figures: dict, state: TrainState | None = None) -> None:
         self.last_eval = figures
         if self.row is not None:
             self.row.update(figures)
+        if self.save_after_eval and state is not None:
+            self.save_after_eval = False
+            self.save(state)
 
     def save(self, state: TrainState) -> None:
         """Checkpoint, and flush the metrics so the file never runs ahead of or behind it."""

@@ -241,12 +241,21 @@ def _run_training(
         processes=parallel.world if parallel is not None else 1,
     )
     rows = MetricsLog(out / "metrics.csv", state.step if resume else None)
-    hook = Progress(out, state, config.steps, rows, checkpoint_every, checkpoint_seconds, progress)
+    hook = Progress(
+        out,
+        state,
+        config.steps,
+        rows,
+        checkpoint_every,
+        checkpoint_seconds,
+        progress,
+        eval_every=eval_every if evaluate is not None else 0,
+    )
     on_eval = None
     if evaluate is not None:
 
         def on_eval(st: TrainState) -> None:
-            hook.on_eval(evaluate(st))
+            hook.on_eval(evaluate(st), st)
 
     try:
         with stop_on_signals(hook):
