@@ -31,10 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
-from cryoposenet.evaluation import detect_symmetry, evaluate_files, heldout_pose_errors
-from cryoposenet.io.mrc import read_map
+from cryoposenet.evaluation import evaluate_files, heldout_figures
 
 PDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "4ake.pdb"
 PAPER = {  # Table 1: SNR dB, CTF, resolution Å, MAE °
@@ -88,26 +85,22 @@ def train(work: Path, sim: Path, preset: str, mode: str, a) -> dict:
 
 def evaluate(run: Path, sim: Path, mode: str, a) -> dict:
     train_eval = evaluate_files(run / "map.mrc", sim / "map.mrc", run / "poses.star", sim / "train.star")
-    fig = {"fsc05_A": train_eval.fsc05_A, "wall_s": _wall_seconds(run), **_train_pose_figures(train_eval)}
+    fig = {"fsc05_A": train_eval.fsc05_A, "wall_s": _wall_seconds(run)}
+    fig.update(train_deg=train_eval.pose_mae_deg, train_sym_deg=train_eval.pose_mae_sym_deg)
     if mode not in ("known", "free"):  # only an encoder predicts poses for new images
         held = run / "heldout_poses.star"
         if not held.is_file():
             cli("predict", str(run), str(sim / "heldout.star"), "-o", str(held), log=run / "predict.log")
         paths = (run / "poses.star", sim / "train.star", held, sim / "heldout.star")
-        fig["heldout_deg"] = float(heldout_pose_errors(*paths)[0].mean())
-        group, _ = detect_symmetry(read_map(sim / "map.mrc")[0])
-        if group is not None:
-            errors = heldout_pose_errors(*paths, symmetry=group)[0]
-            fig["heldout_sym_deg"], fig["heldout_sym_median_deg"] = (
-                float(errors.mean()),
-                float(np.median(errors)),
+        held_fig = heldout_figures(*paths, symmetry=train_eval.symmetry)
+        fig["heldout_deg"] = held_fig["pose_mae_deg"]
+        if train_eval.symmetry is not None:
+            fig.update(
+                heldout_sym_deg=held_fig["pose_mae_sym_deg"],
+                heldout_sym_median_deg=held_fig["pose_median_sym_deg"],
             )
     (run / "benchmark.json").write_text(json.dumps(fig, indent=2) + "\n")
     return fig
-
-
-def _train_pose_figures(result) -> dict:
-    return {"train_deg": result.pose_mae_deg, "train_sym_deg": result.pose_mae_sym_deg}
 
 
 def _wall_seconds(run: Path) -> float | None:

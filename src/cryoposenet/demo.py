@@ -6,11 +6,8 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
-from .evaluation import detect_symmetry, evaluate_files, heldout_pose_errors
+from .evaluation import evaluate_files, heldout_figures
 from .io.atomic import write_text_atomic
-from .io.mrc import read_map
 from .report import write_report
 from .runner import make_config, run_predict, run_training
 from .simulate import default_molecule, simulate_dataset
@@ -49,16 +46,7 @@ def run_demo(
     run_predict(run, sim.heldout_star, out / "heldout_poses.star", device=device)
     train_eval = evaluate_files(run / "map.mrc", sim.map, run / "poses.star", sim.train_star)
     paths = (run / "poses.star", sim.train_star, out / "heldout_poses.star", sim.heldout_star)
-    errors, _ = heldout_pose_errors(*paths)
-    heldout = {
-        "pose_mae_deg": float(errors.mean()),
-        "pose_median_deg": float(np.median(errors)),
-        "n_images": len(errors),
-    }
-    group, _ = detect_symmetry(read_map(sim.map)[0])
-    if group is not None:
-        errors, _ = heldout_pose_errors(*paths, symmetry=group)
-        heldout.update(pose_mae_sym_deg=float(errors.mean()), pose_median_sym_deg=float(np.median(errors)))
+    heldout = heldout_figures(*paths, symmetry=train_eval.symmetry)
     figures = {"train": train_eval.to_json(), "heldout": heldout}
     write_text_atomic(out / "evaluation.json", json.dumps(figures, indent=2) + "\n")
     figures["report"] = str(write_report(run))

@@ -28,6 +28,7 @@ from .metrics import (
     apply_alignment,
     fsc,
     resolution_at,
+    rotation_angle_deg,
     symmetry_group,
 )
 from .physics.rotations import relion_angles_to_matrix
@@ -35,7 +36,7 @@ from .physics.rotations import relion_angles_to_matrix
 __all__ = [
     "EvaluationResult",
     "matched_rotations",
-    "heldout_pose_errors",
+    "heldout_figures",
     "evaluate_maps",
     "evaluate_files",
     "detect_symmetry",
@@ -61,6 +62,7 @@ class EvaluationResult:
     pose_mae_sym_deg: float | None = None
     pose_median_sym_deg: float | None = None
     pseudo_symmetry: dict | None = None
+    symmetry: np.ndarray | None = None  # the reference's group (K, 3, 3) when one was found
     fsc_curve: np.ndarray | None = None
 
     def to_json(self) -> dict:
@@ -80,8 +82,7 @@ def detect_symmetry(
 ) -> tuple[np.ndarray | None, dict]:
     """The reference's (pseudo-)symmetry group ``(K, 3, 3)`` or None, and a description of it."""
     t, corr = self_symmetry(reference)
-    angle = float(np.rad2deg(np.arccos(np.clip((np.trace(t) - 1) / 2, -1, 1))))
-    info = {"correlation": round(corr, 4), "angle_deg": round(angle, 2)}
+    info = {"correlation": round(corr, 4), "angle_deg": round(float(rotation_angle_deg(t)), 2)}
     group = symmetry_group(t)
     if corr < threshold or self_correlations(reference, group[1:]).min() < threshold:
         return None, info
@@ -103,18 +104,24 @@ def matched_rotations(est: ParticleTable, ref: ParticleTable) -> tuple[np.ndarra
     return r_est, r_ref
 
 
-def heldout_pose_errors(
+def heldout_figures(
     train_poses, train_ref, heldout_poses, heldout_ref, symmetry: np.ndarray | None = None
-) -> tuple[np.ndarray, bool]:
-    """Held-out pose errors (degrees) under the global alignment found on the training poses.
+) -> dict:
+    """Held-out pose errors under the global alignment found on the training poses.
 
-    Returns ``(errors_deg (M,), mirrored)``; the first four arguments are STAR file paths;
-    ``symmetry``: the reference's group (errors to the nearest branch), see :func:`detect_symmetry`.
+    The four arguments are STAR file paths. Returns ``pose_mae_deg``, ``pose_median_deg``,
+    ``n_images``; with ``symmetry`` (the reference's group, see :func:`detect_symmetry`) also
+    ``pose_mae_sym_deg`` and ``pose_median_sym_deg``, the errors to each image's nearest branch.
     """
     train = matched_rotations(read_star(train_poses), read_star(train_ref))
-    alignment = align_rotations(*train, symmetry=symmetry)
     est, ref = matched_rotations(read_star(heldout_poses), read_star(heldout_ref))
-    return apply_alignment(alignment, est, ref), alignment.mirrored
+    errors = apply_alignment(align_rotations(*train), est, ref)
+    out = {"pose_mae_deg": float(errors.mean()), "pose_median_deg": float(np.median(errors))}
+    out["n_images"] = len(errors)
+    if symmetry is not None:
+        errors = apply_alignment(align_rotations(*train, symmetry=symmetry), est, ref)
+        out.update(pose_mae_sym_deg=float(errors.mean()), pose_median_sym_deg=float(np.median(errors)))
+    return out
 
 
 def evaluate_maps(
@@ -156,6 +163,7 @@ def evaluate_files(
         if symmetry:
             group, info = detect_symmetry(ref)
             result.pseudo_symmetry = info if group is not None else None
+            result.symmetry = group
     if poses is not None:
         r_est, r_ref = matched_rotations(read_star(poses), read_star(ref_poses))
         alignment = align_rotations(r_est, r_ref)

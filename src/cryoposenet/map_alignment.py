@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize
 
-from .metrics import MIRROR, Alignment
+from .metrics import MIRROR, Alignment, rotation_angle_deg
 from .physics.fourier import centre_crop
 from .physics.rotations import expmap_to_quaternion, quaternion_to_matrix, random_rotations
 
@@ -120,15 +120,13 @@ def self_symmetry(
     ref = torch.as_tensor(reference, dtype=torch.float64)
     coarse = downsample(ref, coarse_size).float()
     rots = random_rotations(n_rotations, torch.Generator().manual_seed(seed), dtype=torch.float32)
-    cos = ((rots.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
-    far = torch.rad2deg(torch.acos(cos)) >= min_angle_deg
-    rots = rots[far]
+    rots = rots[torch.from_numpy(rotation_angle_deg(rots.numpy()) >= min_angle_deg)]
     scores = _scores(coarse, coarse, rots)
     fine = downsample(ref, fine_size).float()
     best = (-2.0, None)
     for k in scores.topk(3).indices.tolist():
         score, t = _refine(fine, fine, rots[k].double())
-        if _angle_deg(t) < min_angle_deg:  # refinement slid back towards the identity
+        if rotation_angle_deg(t) < min_angle_deg:  # refinement slid back towards the identity
             t = rots[k].double().numpy()
             score = _scores(fine, fine, rots[k][None])[0].item()
         if score > best[0]:
@@ -141,7 +139,3 @@ def self_correlations(reference: np.ndarray, rotations: np.ndarray, size: int = 
     of ``rotations`` ``(K, 3, 3)``, i.e. of ``V(T_k r)`` with ``V(r)``."""
     ref = downsample(torch.as_tensor(reference, dtype=torch.float64), size).float()
     return _scores(ref, ref, torch.as_tensor(np.asarray(rotations), dtype=torch.float32)).numpy()
-
-
-def _angle_deg(t: np.ndarray) -> float:
-    return float(np.rad2deg(np.arccos(np.clip((np.trace(t) - 1) / 2, -1, 1))))

@@ -31,6 +31,7 @@ __all__ = [
     "align_map",
     "apply_alignment",
     "pose_errors_deg",
+    "rotation_angle_deg",
     "symmetry_group",
     "MIRROR",
 ]
@@ -107,8 +108,13 @@ def _procrustes(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
 
 
 def pose_errors_deg(est: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """Geodesic angles in degrees between two ``(M, 3, 3)`` rotation stacks."""
+    """Geodesic angles in degrees between two rotation stacks ``(..., 3, 3)`` (broadcast)."""
     return np.rad2deg(geodesic_distance(torch.as_tensor(est), torch.as_tensor(ref)).numpy())
+
+
+def rotation_angle_deg(t: np.ndarray) -> np.ndarray:
+    """Angles in degrees ``(...)`` of rotations ``(..., 3, 3)`` (their distance to the identity)."""
+    return pose_errors_deg(np.asarray(t, dtype=np.float64), np.eye(3))
 
 
 def _fit(ref: np.ndarray, est: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,25 +140,30 @@ def symmetry_group(t: np.ndarray, tol_deg: float = 5.0, max_order: int = 12) -> 
     powers = [np.eye(3)]
     for _ in range(max_order):
         nxt = powers[-1] @ t
-        if np.rad2deg(np.arccos(np.clip((np.trace(nxt) - 1) / 2, -1, 1))) < tol_deg:
+        if rotation_angle_deg(nxt) < tol_deg:
             return np.stack(powers)
         powers.append(nxt)
     return np.stack([np.eye(3), t, t.T])
 
 
-def _branch_errors(est: np.ndarray, ref: np.ndarray, g: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """Angles in degrees ``(..., M, K)`` between ``est_i`` and ``ref_i·S_k·g`` for ``g`` ``(..., 3, 3)``."""
+def _branch_cos(est: np.ndarray, ref: np.ndarray, g: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Cosines ``(..., M, K)`` of the angles between ``est_i`` and ``ref_i·S_k·g`` for many ``g``
+    ``(..., 3, 3)`` at once (traces only: cheap enough to score every candidate on every image)."""
     y = np.einsum("mji,mjl,klb->mkib", est, ref, group)  # est_iᵀ ref_i S_k
-    cos = (np.einsum("mkab,...ba->...mk", y, g) - 1) / 2
-    return np.rad2deg(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return (np.einsum("mkab,...ba->...mk", y, g) - 1) / 2
+
+
+def _branch_errors(est: np.ndarray, ref: np.ndarray, g: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Geodesic angles in degrees ``(M, K)`` between ``est_i`` and ``ref_i·S_k·g``."""
+    return pose_errors_deg(est[:, None], ref[:, None] @ group[None] @ g)
 
 
 def _fit_symmetric(ref: np.ndarray, est: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Global rotation modulo ``group``: candidates from single images, then Procrustes on branches."""
     pick = np.random.default_rng(0).choice(len(ref), min(64, len(ref)), replace=False)
     cands = np.einsum("kji,mlj,mlb->mkib", group, ref[pick], est[pick]).reshape(-1, 3, 3)  # (ref S)ᵀ est
-    scores = np.median(_branch_errors(est, ref, cands, group).min(-1), axis=-1)
-    g = cands[np.argmin(scores)]
+    scores = np.median(_branch_cos(est, ref, cands, group).max(-1), axis=-1)  # median nearest-branch cos
+    g = cands[np.argmax(scores)]
     best_g, best_err = None, None
     for _ in range(4):
         branch_err = _branch_errors(est, ref, g, group)

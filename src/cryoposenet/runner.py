@@ -8,6 +8,7 @@ between files and that library.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -125,7 +126,9 @@ def _evaluator(data: ParticleData, ref_path, apix: float):
     reference, _ = read_map(ref_path)
     if reference.shape[-1] != data.images.shape[-1]:
         raise InputError(f"reference box {reference.shape[-1]} differs from the images'", ref_path)
-    group, _ = detect_symmetry(reference)
+    # Detected at the first evaluation: ranks other than 0 under torchrun build this evaluator
+    # (it checks --ref) but never call it.
+    symmetry = functools.cache(lambda: detect_symmetry(reference)[0])
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:EVAL_IMAGES]
     sub = _subset(data, idx)
 
@@ -134,6 +137,7 @@ def _evaluator(data: ParticleData, ref_path, apix: float):
         truth = sub.rotations.double().numpy()
         alignment = align_rotations(est, truth)
         row = {"pose_mae_deg": alignment.mean_deg, "pose_median_deg": alignment.median_deg}
+        group = symmetry()
         if group is not None:
             alignment = align_rotations(est, truth, symmetry=group)
             row.update(pose_mae_sym_deg=alignment.mean_deg, pose_median_sym_deg=alignment.median_deg)
