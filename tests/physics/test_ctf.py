@@ -37,22 +37,22 @@ PARAMS = [
 ]
 
 
-def ours(sx, sy, p):
-    return (
-        ctf_2d(
-            torch.as_tensor(sx, dtype=F64),
-            torch.as_tensor(sy, dtype=F64),
-            defocus_u_A=p["u"],
-            defocus_v_A=p["v"],
-            defocus_angle_deg=p["angle_deg"],
-            voltage_kv=p["kv"],
-            cs_mm=p["cs_mm"],
-            amplitude_contrast=p["w"],
-            phase_shift_deg=p.get("phase_deg", 0.0),
-        )
-        .numpy()
-        .reshape(np.shape(sx))
+def ctf_kwargs(p):
+    """A ``PARAMS`` row as the keyword arguments of ``ctf_2d`` / ``ctf_half_plane``."""
+    return dict(
+        defocus_u_A=p["u"],
+        defocus_v_A=p["v"],
+        defocus_angle_deg=p["angle_deg"],
+        voltage_kv=p["kv"],
+        cs_mm=p["cs_mm"],
+        amplitude_contrast=p["w"],
+        phase_shift_deg=p.get("phase_deg", 0.0),
     )
+
+
+def ours(sx, sy, p):
+    sx_t, sy_t = torch.as_tensor(sx, dtype=F64), torch.as_tensor(sy, dtype=F64)
+    return ctf_2d(sx_t, sy_t, **ctf_kwargs(p)).numpy().reshape(np.shape(sx))
 
 
 def test_wavelength():
@@ -81,17 +81,7 @@ def test_ctf_half_plane_grid_orientation():
     # Astigmatic, at an angle: a swapped or mirrored frequency grid would not match.
     n, apix = 32, 1.3
     p = PARAMS[0]
-    got = ctf_half_plane(
-        n,
-        apix,
-        dtype=F64,
-        defocus_u_A=p["u"],
-        defocus_v_A=p["v"],
-        defocus_angle_deg=p["angle_deg"],
-        voltage_kv=p["kv"],
-        cs_mm=p["cs_mm"],
-        amplitude_contrast=p["w"],
-    )[0].numpy()
+    got = ctf_half_plane(n, apix, dtype=F64, **ctf_kwargs(p))[0].numpy()
     # Our own grid, built independently: rows ky = fftfreq, columns kx = rfftfreq, in 1/Å.
     sy, sx = np.meshgrid(np.fft.fftfreq(n, d=apix), np.fft.rfftfreq(n, d=apix), indexing="ij")
     np.testing.assert_allclose(got, spec_ctf(sx, sy, **p), atol=1e-4, rtol=0)
