@@ -10,7 +10,8 @@ read one step ahead in a background thread. Under ``torchrun`` (``state.parallel
 Convergence options beyond the paper (see docs/training.md for what each measured):
 ``kmax_start``/``kmax_steps`` (coarse-to-fine: the loss sees only a low-pass disc whose radius
 grows linearly to Nyquist), ``symmetric`` (cryoAI's in-plane 180° loss), ``heads``
-(winner-take-all over several pose hypotheses), ``map_init``/``mask_radius``, ``lr_map``.
+(winner-take-all over several pose hypotheses), ``map_init``/``mask_radius``, ``lr_map``,
+``lr_decay_at``/``lr_decay`` (both learning rates ×0.1 for the last 20% of the steps).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class ParticleData:
 class TrainConfig:
     """Explicit training settings; defaults are the recipe chosen in docs/training.md.
 
-    The paper's plain recipe is ``lr_map=None, heads=1, symmetric=False, kmax_start=None``.
+    The paper's plain recipe is ``lr_map=None, heads=1, symmetric=False, kmax_start=None,
+    lr_decay_at=None``.
     """
 
     steps: int = 10000
@@ -105,6 +107,8 @@ class TrainConfig:
     pose_grid: bool = False  # also try the 24 cube rotations G·R of every hypothesis (winner-take-all)
     kmax_start: float | None = 4.0  # loss band radius at step 0, cycles/box; None: full band (paper)
     kmax_steps: int = 1500  # steps over which k_max grows linearly to N/2
+    lr_decay_at: float | None = 0.8  # fraction of ``steps`` after which both rates drop; None: never
+    lr_decay: float = 0.1  # factor on both learning rates from then on
     map_init: str = "uniform"
     mask_radius: float | None = None  # pixels; None: no support mask
     batchnorm: bool = False
@@ -212,6 +216,21 @@ def k_max_at(config: TrainConfig, n: int, step: int) -> float:
         return n / 2
     frac = min(1.0, step / max(1, config.kmax_steps))
     return config.kmax_start + (n / 2 - config.kmax_start) * frac
+
+
+def lr_scale_at(config: TrainConfig, step: int) -> float:
+    """Factor on the learning rates at ``step``: 1, then ``lr_decay`` for the last steps of the run."""
+    if config.lr_decay_at is None or step < config.lr_decay_at * config.steps:
+        return 1.0
+    return config.lr_decay
+
+
+def _set_learning_rates(state: TrainState) -> None:
+    """Both parameter groups (map; encoder or free poses) at their base rate × :func:`lr_scale_at`."""
+    cfg = state.config
+    scale = lr_scale_at(cfg, state.step)
+    for group, base in zip(state.optimizer.param_groups, (cfg.lr_map or cfg.lr, cfg.lr), strict=False):
+        group["lr"] = base * scale
 
 
 def batch_rows(config: TrainConfig, m: int, step: int) -> torch.Tensor:
@@ -324,6 +343,7 @@ def _step(state: TrainState, data: ParticleData, images: torch.Tensor | None = N
         loss = per_image.sum() * (par.world / cfg.batch_size)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    _set_learning_rates(state)
     if par is not None and state.free_params is not None:
         par.average_grad(state.free_params)
     state.optimizer.step()

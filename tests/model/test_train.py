@@ -8,6 +8,7 @@ from cryoposenet.train import (
     _batch_loss,
     checkpoint,
     init_state,
+    lr_scale_at,
     predict_poses,
     restore,
     train,
@@ -85,3 +86,15 @@ def test_resume_repeats_the_uninterrupted_run(toy):
     assert resumed.state.step == 6
     assert torch.allclose(resumed.volume, straight.volume, atol=1e-6)
     assert torch.allclose(resumed.rotations, straight.rotations, atol=1e-5)
+
+
+def test_learning_rates_drop_for_the_last_steps(toy):
+    _, data = toy
+    small = ParticleData(data.images[:32], data.apix, rotations=data.rotations[:32])
+    cfg = TrainConfig(steps=10, batch_size=4, heads=2, lr=1e-3, lr_map=4e-3, lr_decay_at=0.7, lr_decay=0.1)
+    seen = []
+    train(small, cfg, on_step=lambda info, st: seen.append([g["lr"] for g in st.optimizer.param_groups]))
+    assert seen[:7] == [[4e-3, 1e-3]] * 7  # steps 0..6 at the base rates (step 7 = 0.7 × 10 onwards: decayed)
+    assert [lr for pair in seen[7:] for lr in pair] == pytest.approx([4e-4, 1e-4] * 3)
+    plain = TrainConfig(steps=10, lr_decay_at=None)
+    assert [lr_scale_at(plain, s) for s in (0, 9)] == [1.0, 1.0]
