@@ -42,6 +42,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -96,6 +103,12 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--force", action="store_true", help="overwrite an output folder holding another run")
     p.add_argument("--checkpoint-every", type=_positive_int, default=None, help="steps between checkpoints")
+    p.add_argument(
+        "--refine-steps",
+        type=_count,
+        default=40,
+        help="local refinement of the encoder's poses against the map, steps per image (0: none; default 40)",
+    )
     _common(p, out_default="run")
 
 
@@ -105,6 +118,12 @@ def _add_predict(sub) -> None:
     p.add_argument("star", help="particle STAR file")
     p.add_argument("--datadir", help="folder that rlnImageName paths are relative to")
     p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument(
+        "--refine-steps",
+        type=_count,
+        default=40,
+        help="local refinement of the encoder's poses against the map, steps per image (0: none; default 40)",
+    )
     _common(p, out_required=True)
 
 
@@ -140,7 +159,7 @@ def _add_report(sub) -> None:
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="simulate, train, evaluate and report on an embedded molecule")
     p.add_argument("--pdb", help="use this atomic model instead of the embedded one")
-    p.add_argument("--steps", type=_positive_int, default=None, help="training steps (default 1500)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="training steps (default 1200)")
     p.add_argument("--force", action="store_true", help="overwrite a previous demo in the output folder")
     _common(p, out_default="cryoposenet-demo")
 

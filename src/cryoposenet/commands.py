@@ -48,6 +48,7 @@ def train(args: Namespace) -> None:
         batch_size=args.batch_size,
         lr=args.lr,
         rotation=args.rotation,
+        refine_steps=args.refine_steps,
         seed=args.seed,
         device=resolve_device(args.device),
     )
@@ -81,6 +82,7 @@ def predict(args: Namespace) -> None:
         datadir=args.datadir,
         batch_size=args.batch_size,
         device=resolve_device(args.device),
+        refine_steps=args.refine_steps,
     )
     print(f"poses for {n} images; wrote {args.out}")
 
@@ -114,6 +116,15 @@ def report(args: Namespace) -> None:
     print(f"wrote {write_report(args.run)}")
 
 
+def _pose_line(train: dict, heldout: dict) -> str:
+    """Mean pose errors, training and held-out; 2-fold-aware ones too when the molecule has a 2-fold."""
+    line = f"training mean error {train['pose_mae_deg']:.2f}°, held-out {heldout['pose_mae_deg']:.2f}°"
+    if "pose_mae_sym_deg" in heldout:
+        sym = f"{train['pose_mae_sym_deg']:.2f}° and {heldout['pose_mae_sym_deg']:.2f}°"
+        line += f"; to the nearest pseudo-symmetry branch {sym}"
+    return line
+
+
 def demo(args: Namespace) -> None:
     from .demo import run_demo
     from .runner import resolve_device
@@ -131,8 +142,5 @@ def demo(args: Namespace) -> None:
         f"map: {args.out}/run/map.mrc  (FSC 0.5 vs ground truth {t['fsc05_A']:.2f} Å, "
         f"handedness {t['handedness']})"
     )
-    print(
-        f"poses: training mean error {t['pose_mae_deg']:.2f}°, held-out {h['pose_mae_deg']:.2f}° "
-        f"(held-out aligned by the training poses' global rotation)"
-    )
+    print(f"poses: {_pose_line(t, h)} (held-out aligned by the training poses' global rotation)")
     print(f"figures: {args.out}/evaluation.json; report: {figures['report']}")

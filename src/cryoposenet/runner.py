@@ -31,7 +31,8 @@ from .metrics import align_rotations
 from .physics.imaging import origin_to_translation
 from .physics.rotations import matrix_to_relion_angles, relion_angles_to_matrix
 from .progress import MetricsLog, Progress, stop_on_signals
-from .train import ParticleData, TrainConfig, TrainState, init_state, predict_poses, train
+from .refine import REFINE_STEPS, refine_poses, refine_training_poses
+from .train import ParticleData, TrainConfig, TrainResult, TrainState, init_state, predict_poses, train
 
 __all__ = [
     "make_config",
@@ -181,8 +182,10 @@ def _prepare(star, out: Path, config: TrainConfig, datadir, ref, eval_every, res
             raise InputError("--eval-every needs ground-truth angles in the STAR file", star)
         evaluate = _evaluator(data, ref, stack.apix)
     if resume:
+        # the command line's step count and final refinement apply; the rest is the checkpoint's
+        payload = read_checkpoint(out / "checkpoint.pt")
         state = load_checkpoint(
-            read_checkpoint(out / "checkpoint.pt"), data, config.device, steps=config.steps
+            payload, data, config.device, steps=config.steps, refine_steps=config.refine_steps
         )
         log.info("resuming %s at step %d", out, state.step)
     else:
@@ -232,6 +235,7 @@ def _run_training(
         parallel.barrier()  # every rank has read and checked its input before rank 0 writes
         if not parallel.is_main:
             result = train(data, state.config, state=state)
+            _refined(result, data)  # this rank's share of the refinement; rank 0 gathers
             return {"steps": result.state.step, "time_s": None, "final": {}, "rank": parallel.rank}
     out.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves nothing behind
     _write_config(
@@ -270,12 +274,30 @@ def _run_training(
         hook.bar.close()
         rows.close()
     write_map(out / "map.mrc", result.volume.numpy().astype(np.float32), stack.apix)
-    write_poses_star(out / "poses.star", stack.table, result.rotations, stack.apix, stack.box)
+    write_poses_star(out / "poses.star", stack.table, _refined(result, data), stack.apix, stack.box)
     return {"steps": result.state.step, "time_s": hook.elapsed(), "final": hook.last_eval, "rank": 0}
 
 
-def run_predict(run_dir, star, out_star, *, datadir=None, batch_size: int = 256, device: str = "cpu") -> int:
-    """Poses for the images of ``star`` from a trained run's encoder, one forward pass; writes a STAR."""
+def _refined(result: TrainResult, data: ParticleData) -> torch.Tensor:
+    """The final training poses, refined against the map when the encoder made them."""
+    cfg = result.state.config
+    if cfg.poses != "encoder" or cfg.refine_steps <= 0:
+        return result.rotations
+    return refine_training_poses(result.state, data, result.rotations, cfg.refine_steps)
+
+
+def run_predict(
+    run_dir,
+    star,
+    out_star,
+    *,
+    datadir=None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    refine_steps: int = REFINE_STEPS,
+) -> int:
+    """Poses for the images of ``star`` from a trained run's encoder (one forward pass), then
+    ``refine_steps`` of local refinement against the run's map (0: the encoder's poses); writes a STAR."""
     run = Path(run_dir)
     if not (run / "checkpoint.pt").is_file():
         raise InputError("not a cryoposenet run (no checkpoint.pt)", run)
@@ -288,5 +310,7 @@ def run_predict(run_dir, star, out_star, *, datadir=None, batch_size: int = 256,
     data = particle_data(stack)
     state = load_checkpoint(payload, data, device)
     rotations = predict_poses(state, data, batch_size=batch_size)
+    if refine_steps > 0:
+        rotations = refine_poses(state, data, rotations, steps=refine_steps, batch_size=batch_size)
     write_poses_star(out_star, stack.table, rotations, stack.apix, stack.box)
     return len(rotations)

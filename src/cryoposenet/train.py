@@ -109,6 +109,7 @@ class TrainConfig:
     kmax_steps: int = 1500  # steps over which k_max grows linearly to N/2
     lr_decay_at: float | None = 0.8  # fraction of ``steps`` after which both rates drop; None: never
     lr_decay: float = 0.1  # factor on both learning rates from then on
+    refine_steps: int = 40  # local refinement of the final encoder poses against the map (0: none)
     map_init: str = "uniform"
     mask_radius: float | None = None  # pixels; None: no support mask
     batchnorm: bool = False
@@ -256,20 +257,27 @@ def _hypotheses(state: TrainState, data: ParticleData, idx, images, encoder) -> 
     return data.rotations[idx].to(dev, torch.float32)[:, None]
 
 
+def batch_targets(state: TrainState, data: ParticleData, idx, images=None):
+    """``(images (B, N, N), spectra (B, N, N//2+1), ctf or None, shifts_px (B, 2) or None)`` of rows
+    ``idx``, scaled as in training and on the run's device (``images``: the rows, when already read)."""
+    dev, n = state.config.device, data.box
+    images = data.images[idx] if images is None else images
+    images = images.to(dev, non_blocking=True) * state.scale
+    ctf = None
+    if data.ctf is not None:
+        params = {k: v[idx].to(dev) for k, v in data.ctf.items()}
+        ctf = ctf_half_plane(n, data.apix, device=dev, **params)
+    shifts = data.translations_px[idx].to(dev) if data.translations_px is not None else None
+    return images, image_to_fourier(images), ctf, shifts
+
+
 def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images=None, training=False):
     """``(loss, per_image (B,), winner (B,), hypotheses (B, H, 3, 3))`` for images ``idx``.
 
     ``images`` ``(B, N, N)``: the rows ``idx`` when already read (else they are read here).
     """
     dev, n = state.config.device, data.box
-    images = data.images[idx] if images is None else images
-    images = images.to(dev, non_blocking=True) * state.scale
-    target = image_to_fourier(images)
-    ctf = None
-    if data.ctf is not None:
-        params = {k: v[idx].to(dev) for k, v in data.ctf.items()}
-        ctf = ctf_half_plane(n, data.apix, device=dev, **params)
-    shifts = data.translations_px[idx].to(dev) if data.translations_px is not None else None
+    images, target, ctf, shifts = batch_targets(state, data, idx, images)
     volume, encoder = _modules(state, training)
     rots = _hypotheses(state, data, idx, images, encoder)
     if state.config.pose_grid and state.config.poses != "known":

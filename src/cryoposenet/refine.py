@@ -1,0 +1,100 @@
+"""Local refinement of poses against a trained map: a few gradient steps on each image's rotation.
+
+The encoder's poses are already close (a few degrees); what is left is regression error that the
+map itself can correct. Each image's rotation ``R₀`` is perturbed as ``R = exp(ω) · R₀`` with its
+own axis-angle vector ``ω`` (radians, in the map's frame), and ``ω`` follows Adam on that image's L2
+misfit (same loss, CTF and shifts as training, map fixed) within half of Nyquist: the full band
+makes the landscape rugged (held-out error on 4AKE at 0 dB, 64 px: 2.2° at full band, 1.5° at
+half band; docs/training.md). Images are independent, so a
+chunk of images is one batched problem; each image keeps the rotation of its lowest misfit seen, so
+refinement never makes an image's fit worse. Cost: ``steps`` slice-and-backward passes per image,
+about ``steps`` times a forward pass, and still independent of how many particles there are.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .data import Prefetcher
+from .model.losses import band_weights, candidate_spectra, wta_loss
+from .physics.projection import slice_volume
+from .physics.rotations import expmap_to_quaternion, quaternion_to_matrix
+from .train import ParticleData, TrainState, _read, batch_targets
+
+__all__ = ["refine_poses", "refine_training_poses", "REFINE_STEPS", "REFINE_LR"]
+
+REFINE_STEPS = 40
+REFINE_LR = 0.02  # radians per step at the start (Adam), cosine-decayed to a tenth
+
+
+def _misfit(fvol, rotations, target, ctf, shifts, weights) -> torch.Tensor:
+    """Per-image L2 misfit ``(B,)`` of the slices at ``rotations`` ``(B, 3, 3)``."""
+    slices = slice_volume(fvol, rotations)[:, None]
+    return wta_loss(target, candidate_spectra(slices, False, ctf, shifts), weights)[1]
+
+
+def _refine_chunk(fvol, start, target, ctf, shifts, weights, steps: int, lr: float) -> torch.Tensor:
+    """Rotations ``(B, 3, 3)`` refined from ``start`` for one chunk of images."""
+    omega = torch.zeros(len(start), 3, dtype=start.dtype, device=start.device, requires_grad=True)
+    opt = torch.optim.Adam([omega], lr=lr)
+    best, best_err = start.clone(), torch.full((len(start),), math.inf, device=start.device)
+    for k in range(steps + 1):
+        rot = quaternion_to_matrix(expmap_to_quaternion(omega / 2)) @ start  # the expmap is a half angle
+        err = _misfit(fvol, rot, target, ctf, shifts, weights)
+        better = err.detach() < best_err
+        best = torch.where(better[:, None, None], rot.detach(), best)
+        best_err = torch.where(better, err.detach(), best_err)
+        if k == steps:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr * (0.55 + 0.45 * math.cos(math.pi * k / steps))
+        opt.zero_grad(set_to_none=True)
+        err.sum().backward()
+        opt.step()
+    return best
+
+
+def refine_poses(
+    state: TrainState,
+    data: ParticleData,
+    rotations: torch.Tensor,
+    rows: torch.Tensor | None = None,
+    steps: int = REFINE_STEPS,
+    lr: float = REFINE_LR,
+    batch_size: int = 256,
+    k_max: float | None = None,
+) -> torch.Tensor:
+    """Rotations ``(R, 3, 3)`` for the images ``rows`` (default all) of ``data``, refined from
+    ``rotations`` ``(R, 3, 3)`` (e.g. :func:`cryoposenet.train.predict_poses`) against the map,
+    on the band ``|k| ≤ k_max`` cycles per box (default ``N/4``, half of Nyquist)."""
+    dev = state.config.device
+    rows = torch.arange(len(data)) if rows is None else rows
+    chunks = list(torch.arange(len(rows)).split(batch_size))
+    pin = dev.startswith("cuda")
+    was_training = state.volume.training
+    state.volume.eval()
+    with torch.no_grad():
+        fvol = state.volume()
+    weights = band_weights(data.box, data.box / 4 if k_max is None else k_max, device=dev)
+    out = []
+    with Prefetcher(lambda k: _read(data, rows[chunks[k]], pin)) as loader:
+        for k, pos in enumerate(chunks):
+            images = loader.get(k, k + 1 if k + 1 < len(chunks) else None)
+            _, target, ctf, shifts = batch_targets(state, data, rows[pos], images)
+            start = rotations[pos].to(dev, torch.float32)
+            out.append(_refine_chunk(fvol, start, target, ctf, shifts, weights, steps, lr).cpu())
+    state.volume.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 3, 3)
+
+
+def refine_training_poses(
+    state: TrainState, data: ParticleData, rotations: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """:func:`refine_poses` of all of ``data``; under torchrun each rank refines its share, all gather."""
+    par = state.parallel
+    if par is None:
+        return refine_poses(state, data, rotations, steps=steps)
+    rows = par.shard(torch.arange(len(data)))
+    return par.gather_rows(refine_poses(state, data, rotations[rows], rows=rows, steps=steps), len(data))
