@@ -15,13 +15,13 @@ def corr(a, b):
 
 
 def test_backprojection_of_simulated_stack_gives_back_ground_truth(tmp_path):
-    sim = tmp_path / "sim"
+    sim = tmp_path / "sim"  # the embedded 4AKE fits 32 px at 3.6 Å
     args = [
         "simulate",
         "--box",
         "32",
         "--apix",
-        "3.2",
+        "3.6",
         "-n",
         "600",
         "--heldout",
@@ -36,7 +36,7 @@ def test_backprojection_of_simulated_stack_gives_back_ground_truth(tmp_path):
     assert main(["backproject", str(sim / "train.star"), "-o", str(tmp_path / "bp")]) == 0
     truth, _ = read_map(sim / "map.mrc")
     rec, _ = read_map(tmp_path / "bp" / "map.mrc")
-    assert corr(rec, truth) > 0.97  # measured 0.994
+    assert corr(rec, truth) > 0.97  # measured 0.996
     # the same stack with the origin sign flipped: the STAR convention is what makes it work
     table = read_star(sim / "train.star")
     flipped = table.particles[table.original_columns].copy()

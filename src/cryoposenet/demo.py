@@ -14,8 +14,9 @@ from .simulate import default_molecule, simulate_dataset
 
 __all__ = ["DEMO_SETTINGS", "run_demo"]
 
-# small enough for a laptop CPU: a 32-px box of 3.2 Å pixels, noiseless images, no CTF
-DEMO_SETTINGS = {"box": 32, "apix": 3.2, "n_images": 2000, "heldout": 200, "steps": 1500}
+# 4AKE in a 64-px box of 1.6 Å pixels, noiseless, no CTF: converges in ~1000 steps (docs/training.md);
+# smaller boxes need several times more steps (32 px: 4000), which costs more than the bigger images
+DEMO_SETTINGS = {"box": 64, "apix": 1.6, "n_images": 2000, "heldout": 200, "steps": 1200}
 
 
 def run_demo(
@@ -25,10 +26,14 @@ def run_demo(
     seed: int = 0,
     device: str = "cpu",
     force: bool = False,
+    settings: dict | None = None,
 ) -> dict:
-    """Run the whole pipeline into ``out_dir``; returns the evaluation figures."""
+    """Run the whole pipeline into ``out_dir``; returns the evaluation figures.
+
+    ``settings`` replaces entries of :data:`DEMO_SETTINGS` (box, apix, n_images, heldout, steps).
+    """
     out = Path(out_dir)
-    s = DEMO_SETTINGS
+    s = {**DEMO_SETTINGS, **(settings or {})}
     atoms = None if pdb is not None else default_molecule()
     sim = simulate_dataset(
         out / "data",

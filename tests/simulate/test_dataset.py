@@ -17,7 +17,6 @@ from cryoposenet.physics.imaging import origin_to_translation, render
 from cryoposenet.physics.projection import volume_to_fourier
 from cryoposenet.physics.rotations import euler_to_matrix
 from cryoposenet.simulate import (
-    MOLECULE_BOX_A,
     PRESETS,
     default_molecule,
     potential_from_atoms,
@@ -143,7 +142,7 @@ def test_star_ground_truth_reproduces_images(tmp_path, corr):
         tmp_path,
         atoms=default_molecule(),
         box=32,
-        apix=MOLECULE_BOX_A / 32,
+        apix=3.6,  # 4AKE fits 32 px at 3.6 Å
         n_images=150,
         ctf=True,
         shift_max_A=8.0,
