@@ -117,11 +117,14 @@ def report(args: Namespace) -> None:
 
 
 def _pose_line(train: dict, heldout: dict) -> str:
-    """Mean pose errors, training and held-out; 2-fold-aware ones too when the molecule has a 2-fold."""
-    line = f"training mean error {train['pose_mae_deg']:.2f}°, held-out {heldout['pose_mae_deg']:.2f}°"
+    """Mean (median) pose errors, training and held-out; also to the nearest branch of a 2-fold."""
+
+    def pair(fig: dict, key: str) -> str:
+        return f"{fig[f'pose_mae{key}_deg']:.2f}° (median {fig[f'pose_median{key}_deg']:.2f}°)"
+
+    line = f"training mean error {pair(train, '')}, held-out {pair(heldout, '')}"
     if "pose_mae_sym_deg" in heldout:
-        sym = f"{train['pose_mae_sym_deg']:.2f}° and {heldout['pose_mae_sym_deg']:.2f}°"
-        line += f"; to the nearest pseudo-symmetry branch {sym}"
+        line += f"; to the nearest pseudo-symmetry branch {pair(train, '_sym')} and {pair(heldout, '_sym')}"
     return line
 
 
