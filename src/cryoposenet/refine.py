@@ -21,7 +21,7 @@ from .data import Prefetcher
 from .model.losses import band_weights, candidate_spectra, wta_loss
 from .physics.projection import slice_volume
 from .physics.rotations import expmap_to_quaternion, quaternion_to_matrix
-from .train import ParticleData, TrainState, _read, batch_targets
+from .train import ParticleData, TrainState, batch_targets, read_rows
 
 __all__ = ["refine_poses", "refine_training_poses", "REFINE_STEPS", "REFINE_LR"]
 
@@ -79,7 +79,7 @@ def refine_poses(
         fvol = state.volume()
     weights = band_weights(data.box, data.box / 4 if k_max is None else k_max, device=dev)
     out = []
-    with Prefetcher(lambda k: _read(data, rows[chunks[k]], pin)) as loader:
+    with Prefetcher(lambda k: read_rows(data, rows[chunks[k]], pin)) as loader:
         for k, pos in enumerate(chunks):
             images = loader.get(k, k + 1 if k + 1 < len(chunks) else None)
             _, target, ctf, shifts = batch_targets(state, data, rows[pos], images)

@@ -298,7 +298,7 @@ def _pick(rots: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
     return torch.where((winner >= h)[:, None, None], flip_rotations(chosen), chosen)
 
 
-def _read(data: ParticleData, rows: torch.Tensor, pin: bool) -> torch.Tensor:
+def read_rows(data: ParticleData, rows: torch.Tensor, pin: bool) -> torch.Tensor:
     """The images ``rows`` of ``data`` (pinned for a fast copy to a GPU when ``pin``)."""
     images = data.images[rows]
     return images.pin_memory() if pin else images
@@ -320,7 +320,7 @@ def predict_poses(
     chunks = list((torch.arange(len(data)) if rows is None else rows).split(batch_size))
     pin = state.config.device.startswith("cuda")
     out = []
-    with Prefetcher(lambda k: _read(data, chunks[k], pin)) as loader:
+    with Prefetcher(lambda k: read_rows(data, chunks[k], pin)) as loader:
         for k, idx in enumerate(chunks):
             images = loader.get(k, k + 1 if k + 1 < len(chunks) else None)
             _, _, winner, rots = _batch_loss(state, data, idx, data.box / 2, images)
@@ -388,7 +388,7 @@ def train(
     """
     state = state or init_state(data, config)
     pin = config.device.startswith("cuda")
-    with Prefetcher(lambda step: _read(data, _local_rows(state, len(data), step), pin)) as loader:
+    with Prefetcher(lambda step: read_rows(data, _local_rows(state, len(data), step), pin)) as loader:
         while state.step < config.steps:
             ahead = state.step + 1 if state.step + 1 < config.steps else None
             info = _step(state, data, loader.get(state.step, ahead))
