@@ -219,5 +219,7 @@ def write_report(run_dir: str | os.PathLike) -> Path:
             )
         )
     page = run / "report.html"
-    write_text_atomic(page, _page(f"cryoposenet run {run.name}", facts, figures))
+    where = run.resolve()
+    title = f"cryoposenet run {where.parent.name}/{where.name}"  # "demo/run", not "run run"
+    write_text_atomic(page, _page(title, facts, figures))
     return page
