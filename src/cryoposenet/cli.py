@@ -89,6 +89,15 @@ def _add_simulate(sub) -> None:
     _common(p, out_default="simulated")
 
 
+def _add_refine_steps(p) -> None:
+    p.add_argument(
+        "--refine-steps",
+        type=_count,
+        default=40,
+        help="local refinement of the encoder's poses against the map, steps per image (0: none; default 40)",
+    )
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="ab initio reconstruction (CryoPoseNet)")
     p.add_argument("star", help="particle STAR file")
@@ -103,12 +112,7 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--force", action="store_true", help="overwrite an output folder holding another run")
     p.add_argument("--checkpoint-every", type=_positive_int, default=None, help="steps between checkpoints")
-    p.add_argument(
-        "--refine-steps",
-        type=_count,
-        default=40,
-        help="local refinement of the encoder's poses against the map, steps per image (0: none; default 40)",
-    )
+    _add_refine_steps(p)
     _common(p, out_default="run")
 
 
@@ -118,12 +122,7 @@ def _add_predict(sub) -> None:
     p.add_argument("star", help="particle STAR file")
     p.add_argument("--datadir", help="folder that rlnImageName paths are relative to")
     p.add_argument("--batch-size", type=_positive_int, default=256)
-    p.add_argument(
-        "--refine-steps",
-        type=_count,
-        default=40,
-        help="local refinement of the encoder's poses against the map, steps per image (0: none; default 40)",
-    )
+    _add_refine_steps(p)
     _common(p, out_required=True)
 
 

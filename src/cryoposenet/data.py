@@ -8,7 +8,7 @@ thread while the current step computes (batches are seeded per step, so the next
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
@@ -17,7 +17,7 @@ import torch
 from .errors import InputError
 from .io.particles import ParticleStack
 
-__all__ = ["StackImages", "Prefetcher", "sample_images", "SAMPLE_IMAGES"]
+__all__ = ["StackImages", "Prefetcher", "read_batch", "read_chunks", "sample_images", "SAMPLE_IMAGES"]
 
 SAMPLE_IMAGES = 2000  # images that set the data scale (and are checked before training starts)
 T = TypeVar("T")
@@ -94,3 +94,21 @@ class Prefetcher(Generic[T]):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def read_batch(images, rows: torch.Tensor, pin: bool = False) -> torch.Tensor:
+    """``images[rows]`` ``(B, N, N)``, pinned for a fast copy to a GPU when ``pin``."""
+    batch = images[rows]
+    return batch.pin_memory() if pin else batch
+
+
+def read_chunks(
+    images, rows: torch.Tensor, batch_size: int, pin: bool = False
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(positions, images)`` for consecutive chunks of ``rows`` ``(R,)``: ``positions`` index
+    ``rows``, ``images`` are ``images[rows[positions]]``; the next chunk is read in a background
+    thread while the caller works on the current one."""
+    chunks = list(torch.arange(len(rows)).split(batch_size))
+    with Prefetcher(lambda k: read_batch(images, rows[chunks[k]], pin)) as loader:
+        for k, positions in enumerate(chunks):
+            yield positions, loader.get(k, k + 1 if k + 1 < len(chunks) else None)

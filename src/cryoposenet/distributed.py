@@ -12,12 +12,13 @@ bare modules, so they load on any K.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["DataParallel", "from_env", "shutdown"]
+__all__ = ["DataParallel", "split_rows", "from_env", "shutdown"]
 
 
 @dataclass
@@ -75,6 +76,17 @@ class DataParallel:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def split_rows(
+    parallel: DataParallel | None, total: int, compute: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """``compute(rows)`` ``(total, ...)`` for ``rows = arange(total)``; under torchrun each rank
+    computes its :meth:`~DataParallel.shard` and every rank gets all rows back."""
+    rows = torch.arange(total)
+    if parallel is None:
+        return compute(rows)
+    return parallel.gather_rows(compute(parallel.shard(rows)), total)
 
 
 def from_env(device: str) -> DataParallel | None:

@@ -17,13 +17,13 @@ import math
 
 import torch
 
-from .data import Prefetcher
+from .data import read_chunks
 from .model.losses import band_weights, candidate_spectra, wta_loss
 from .physics.projection import slice_volume
 from .physics.rotations import expmap_to_quaternion, quaternion_to_matrix
-from .train import ParticleData, TrainState, batch_targets, read_rows
+from .train import ParticleData, TrainState, batch_targets, eval_mode
 
-__all__ = ["refine_poses", "refine_training_poses", "REFINE_STEPS", "REFINE_LR"]
+__all__ = ["refine_poses", "REFINE_STEPS", "REFINE_LR"]
 
 REFINE_STEPS = 40
 REFINE_LR = 0.02  # radians per step at the start (Adam), cosine-decayed to a tenth
@@ -71,30 +71,12 @@ def refine_poses(
     on the band ``|k| ≤ k_max`` cycles per box (default ``N/4``, half of Nyquist)."""
     dev = state.config.device
     rows = torch.arange(len(data)) if rows is None else rows
-    chunks = list(torch.arange(len(rows)).split(batch_size))
-    pin = dev.startswith("cuda")
-    was_training = state.volume.training
-    state.volume.eval()
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(state.volume):
         fvol = state.volume()
     weights = band_weights(data.box, data.box / 4 if k_max is None else k_max, device=dev)
     out = []
-    with Prefetcher(lambda k: read_rows(data, rows[chunks[k]], pin)) as loader:
-        for k, pos in enumerate(chunks):
-            images = loader.get(k, k + 1 if k + 1 < len(chunks) else None)
-            _, target, ctf, shifts = batch_targets(state, data, rows[pos], images)
-            start = rotations[pos].to(dev, torch.float32)
-            out.append(_refine_chunk(fvol, start, target, ctf, shifts, weights, steps, lr).cpu())
-    state.volume.train(was_training)
+    for positions, images in read_chunks(data.images, rows, batch_size, dev.startswith("cuda")):
+        _, target, ctf, shifts = batch_targets(state, data, rows[positions], images)
+        start = rotations[positions].to(dev, torch.float32)
+        out.append(_refine_chunk(fvol, start, target, ctf, shifts, weights, steps, lr).cpu())
     return torch.cat(out) if out else torch.empty(0, 3, 3)
-
-
-def refine_training_poses(
-    state: TrainState, data: ParticleData, rotations: torch.Tensor, steps: int
-) -> torch.Tensor:
-    """:func:`refine_poses` of all of ``data``; under torchrun each rank refines its share, all gather."""
-    par = state.parallel
-    if par is None:
-        return refine_poses(state, data, rotations, steps=steps)
-    rows = par.shard(torch.arange(len(data)))
-    return par.gather_rows(refine_poses(state, data, rotations[rows], rows=rows, steps=steps), len(data))

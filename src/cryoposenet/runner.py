@@ -31,7 +31,7 @@ from .metrics import align_rotations
 from .physics.imaging import origin_to_translation
 from .physics.rotations import matrix_to_relion_angles, relion_angles_to_matrix
 from .progress import MetricsLog, Progress, stop_on_signals
-from .refine import REFINE_STEPS, refine_poses, refine_training_poses
+from .refine import REFINE_STEPS, refine_poses
 from .train import ParticleData, TrainConfig, TrainResult, TrainState, init_state, predict_poses, train
 
 __all__ = [
@@ -283,7 +283,11 @@ def _refined(result: TrainResult, data: ParticleData) -> torch.Tensor:
     cfg = result.state.config
     if cfg.poses != "encoder" or cfg.refine_steps <= 0:
         return result.rotations
-    return refine_training_poses(result.state, data, result.rotations, cfg.refine_steps)
+
+    def refine(rows: torch.Tensor) -> torch.Tensor:
+        return refine_poses(result.state, data, result.rotations[rows], rows, cfg.refine_steps)
+
+    return distributed.split_rows(result.state.parallel, len(data), refine)  # torchrun: a share per rank
 
 
 def run_predict(

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 
-from .data import Prefetcher, sample_images
+from .data import Prefetcher, read_batch, read_chunks, sample_images
+from .distributed import DataParallel, split_rows
 from .model.encoder import PoseEncoder
 from .model.losses import (
     band_weights,
@@ -39,9 +40,6 @@ from .physics.ctf import ctf_half_plane
 from .physics.fourier import image_to_fourier
 from .physics.projection import slice_volume
 from .physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
-
-if TYPE_CHECKING:
-    from .distributed import DataParallel
 
 __all__ = [
     "ParticleData",
@@ -298,10 +296,18 @@ def _pick(rots: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
     return torch.where((winner >= h)[:, None, None], flip_rotations(chosen), chosen)
 
 
-def read_rows(data: ParticleData, rows: torch.Tensor, pin: bool) -> torch.Tensor:
-    """The images ``rows`` of ``data`` (pinned for a fast copy to a GPU when ``pin``)."""
-    images = data.images[rows]
-    return images.pin_memory() if pin else images
+@contextmanager
+def eval_mode(*modules: torch.nn.Module | None) -> Iterator[None]:
+    """The modules (None skipped) in eval mode inside the block, back to their own mode after it."""
+    present = [m for m in modules if m is not None]
+    was_training = [m.training for m in present]
+    for m in present:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, t in zip(present, was_training, strict=True):
+            m.train(t)
 
 
 @torch.no_grad()
@@ -313,20 +319,13 @@ def predict_poses(
     With several candidates per image the one that best explains the image under the current map
     (full band) is chosen. Images are read a chunk ahead in a background thread.
     """
-    modules = [m for m in (state.volume, state.encoder) if m is not None]
-    was_training = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    chunks = list((torch.arange(len(data)) if rows is None else rows).split(batch_size))
+    rows = torch.arange(len(data)) if rows is None else rows
     pin = state.config.device.startswith("cuda")
     out = []
-    with Prefetcher(lambda k: read_rows(data, chunks[k], pin)) as loader:
-        for k, idx in enumerate(chunks):
-            images = loader.get(k, k + 1 if k + 1 < len(chunks) else None)
-            _, _, winner, rots = _batch_loss(state, data, idx, data.box / 2, images)
+    with eval_mode(state.volume, state.encoder):
+        for positions, images in read_chunks(data.images, rows, batch_size, pin):
+            _, _, winner, rots = _batch_loss(state, data, rows[positions], data.box / 2, images)
             out.append(_pick(rots, winner).cpu())
-    for m, t in zip(modules, was_training, strict=True):
-        m.train(t)
     return torch.cat(out) if out else torch.empty(0, 3, 3)
 
 
@@ -363,11 +362,7 @@ def _step(state: TrainState, data: ParticleData, images: torch.Tensor | None = N
 
 def final_poses(state: TrainState, data: ParticleData) -> torch.Tensor:
     """A rotation ``(M, 3, 3)`` per image; under torchrun each rank predicts its share, all gather."""
-    par = state.parallel
-    if par is None:
-        return predict_poses(state, data)
-    rows = par.shard(torch.arange(len(data)))
-    return par.gather_rows(predict_poses(state, data, rows=rows), len(data))
+    return split_rows(state.parallel, len(data), lambda rows: predict_poses(state, data, rows=rows))
 
 
 def train(
@@ -388,7 +383,7 @@ def train(
     """
     state = state or init_state(data, config)
     pin = config.device.startswith("cuda")
-    with Prefetcher(lambda step: read_rows(data, _local_rows(state, len(data), step), pin)) as loader:
+    with Prefetcher(lambda step: read_batch(data.images, _local_rows(state, len(data), step), pin)) as loader:
         while state.step < config.steps:
             ahead = state.step + 1 if state.step + 1 < config.steps else None
             info = _step(state, data, loader.get(state.step, ahead))
