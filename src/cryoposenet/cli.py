@@ -85,6 +85,12 @@ def _add_simulate(sub) -> None:
     p.add_argument("--defocus-min", type=_positive_float, default=None, help="µm (default 0.4)")
     p.add_argument("--defocus-max", type=_positive_float, default=None, help="µm (default 1.2)")
     p.add_argument("--shift-max", type=float, default=0.0, help="max random shift in Å (default 0)")
+    p.add_argument(
+        "--bfactor",
+        type=float,
+        default=None,
+        help="B-factor in Å² added to every atom (default 32·apix², printed; the paper's maps: a few Å²)",
+    )
     p.add_argument("--preset", choices=list("ABCDEFG"), help="a row of the paper's Table 1")
     _common(p, out_default="simulated")
 

@@ -11,11 +11,21 @@ from .io.atomic import write_text_atomic
 __all__ = ["simulate", "train", "predict", "evaluate", "backproject", "report", "demo"]
 
 
+def _bfactor_line(bfactor: float | None, apix: float) -> str:
+    from .simulate.potential import blur_A2
+
+    how = "--bfactor" if bfactor is not None else f"default 32·apix² at {apix:g} Å/pixel"
+    return f"B-factor {blur_A2(apix, bfactor):.4g} Å² added to every atom ({how})"
+
+
 def simulate(args: Namespace) -> None:
     from .simulate import default_molecule, simulate_dataset
+    from .simulate.dataset import DEFAULT_APIX
 
     sizes = {k: v for k, v in (("box", args.box), ("apix", args.apix)) if v is not None}
     atoms = default_molecule() if args.pdb is None and args.map is None else None
+    if args.map is None:
+        print(_bfactor_line(args.bfactor, sizes.get("apix", DEFAULT_APIX)), flush=True)
     result = simulate_dataset(
         args.out,
         pdb=args.pdb,
@@ -30,6 +40,7 @@ def simulate(args: Namespace) -> None:
         shift_max_A=args.shift_max,
         seed=args.seed,
         preset=args.preset,
+        bfactor=args.bfactor,
         **sizes,
     )
     snr = "noiseless" if result.snr_db is None else f"SNR {result.snr_db_measured:.2f} dB"

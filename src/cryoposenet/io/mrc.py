@@ -51,11 +51,17 @@ def read_map(path: str | os.PathLike) -> tuple[np.ndarray, float | None]:
     return data, apix
 
 
-def write_map(path: str | os.PathLike, data: np.ndarray, apix: float) -> None:
-    """Write a 3D map ``[z, y, x]`` (float32) with its pixel size, atomically."""
+def write_map(path: str | os.PathLike, data: np.ndarray, apix: float, label: str | None = None) -> None:
+    """Write a 3D map ``[z, y, x]`` (float32) with its pixel size, atomically.
+
+    ``label``: one line of ASCII (≤ 80 characters) kept in the header, e.g. how the map was made.
+    """
     with atomic_path(path) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
         mrc.set_data(np.ascontiguousarray(data, dtype=np.float32))
         mrc.voxel_size = apix
+        if label and mrc.header.nlabl < 10:  # after mrcfile's own "Created by" label
+            mrc.header.label[mrc.header.nlabl] = label.encode("ascii", "replace")[:80]
+            mrc.header.nlabl += 1
         mrc.update_header_stats()
 
 

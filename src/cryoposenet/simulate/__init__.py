@@ -5,9 +5,10 @@ Library API (the ``cryoposenet simulate`` command calls :func:`simulate_dataset`
 
 * :func:`simulate_dataset` (out_dir, *, pdb | map_path | volume | atoms, box, apix, n_images,
   heldout, snr_db, ctf, defocus_min_um, defocus_max_um, astigmatism, shift_max_A, seed, preset,
-  progress) → :class:`SimulationResult`
+  progress, bfactor) → :class:`SimulationResult`
 * :func:`preset_params` (letter) → Table 1 row as keyword values
 * :func:`read_atoms`, :func:`potential_from_atoms`, :func:`required_box`: atomic model → map
+  (``bfactor``: the B in Å² added to every atom, default ``32·apix²``)
 * :func:`load_map_volume`: an MRC map on the requested grid
 * :func:`default_molecule`, :func:`molecule_volume`: the embedded molecule (for ``demo``)
 * :func:`form_images`, :func:`project_rotated`: image formation without noise

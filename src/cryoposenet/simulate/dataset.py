@@ -32,13 +32,22 @@ from .forward import form_images
 from .maps import load_map_volume
 from .montage import write_montage
 from .params import ImageParams, noise_generator, particle_table, rotations_from_angles, sample_params
-from .potential import AtomSet, potential_from_atoms, read_atoms
+from .potential import AtomSet, blur_A2, potential_from_atoms, read_atoms
 from .presets import preset_params
 from .projector import support_radius_px
 
-__all__ = ["SimulationResult", "simulate_dataset", "load_ground_truth", "PILOT_IMAGES"]
+__all__ = [
+    "SimulationResult",
+    "simulate_dataset",
+    "load_ground_truth",
+    "PILOT_IMAGES",
+    "DEFAULT_BOX",
+    "DEFAULT_APIX",
+]
 
 PILOT_IMAGES = 1024
+DEFAULT_BOX = 128  # the paper's box and pixel size
+DEFAULT_APIX = 0.8
 MONTAGE_IMAGES = 8
 
 
@@ -62,6 +71,7 @@ class SimulationResult:
     signal_var: float
     noise_sigma: float
     seconds: float
+    bfactor_A2: float | None = None  # the B added to every atom; None for a map source
 
 
 @dataclass(frozen=True)
@@ -96,16 +106,28 @@ def _resolve(preset, snr_db, ctf, defocus_min_um, defocus_max_um, astigmatism) -
 
 
 def load_ground_truth(
-    pdb=None, map_path=None, volume=None, atoms: AtomSet | None = None, *, box: int, apix: float
+    pdb=None,
+    map_path=None,
+    volume=None,
+    atoms: AtomSet | None = None,
+    *,
+    box: int,
+    apix: float,
+    bfactor: float | None = None,
 ) -> np.ndarray:
-    """The ground-truth map ``(box,)*3`` float32 ``[z, y, x]`` from exactly one source."""
+    """The ground-truth map ``(box,)*3`` float32 ``[z, y, x]`` from exactly one source.
+
+    ``bfactor`` (Å², default ``32·apix²``) blurs atomic models only; with a map it is an error.
+    """
     sources = [s for s in (pdb, map_path, volume, atoms) if s is not None]
     if len(sources) != 1:
         raise InputError("give exactly one of --pdb FILE or --map FILE")
     if pdb is not None:
-        return potential_from_atoms(read_atoms(pdb), box, apix)
+        return potential_from_atoms(read_atoms(pdb), box, apix, bfactor=bfactor)
     if atoms is not None:
-        return potential_from_atoms(atoms, box, apix)
+        return potential_from_atoms(atoms, box, apix, bfactor=bfactor)
+    if bfactor is not None:
+        raise InputError("--bfactor blurs the atoms of an atomic model (--pdb); a map has none", map_path)
     if map_path is not None:
         return load_map_volume(map_path, box, apix)
     vol = np.asarray(volume, dtype=np.float32)
@@ -234,7 +256,9 @@ def _render_stack(
     return stream, first
 
 
-def _write_montage(path: Path, first, stream: _Stream, params: ImageParams, box: int, apix: float) -> None:
+def _write_montage(
+    path: Path, first, stream: _Stream, params: ImageParams, box: int, apix: float, bfactor: float | None
+) -> None:
     proj, signal = first
     rows = {"projection": proj.numpy()}
     stages = [s for s, on in (("CTF", params.ctf is not None), ("shift", params.origins_A is not None)) if on]
@@ -242,7 +266,8 @@ def _write_montage(path: Path, first, stream: _Stream, params: ImageParams, box:
         rows["+ " + " + ".join(stages)] = signal.numpy()
     if stream.snr_db is not None:
         rows[f"+ noise ({stream.snr_db:g} dB)"] = stream.first_noisy.numpy()
-    write_montage(path, rows, title=f"{len(params)} images, {box} px of {apix:g} Å")
+    blur = "" if bfactor is None else f", B {bfactor:.3g} Å²"
+    write_montage(path, rows, title=f"{len(params)} images, {box} px of {apix:g} Å{blur}")
 
 
 def simulate_dataset(
@@ -252,8 +277,8 @@ def simulate_dataset(
     map_path: str | os.PathLike | None = None,
     volume: np.ndarray | None = None,
     atoms: AtomSet | None = None,
-    box: int = 128,
-    apix: float = 0.8,
+    box: int = DEFAULT_BOX,
+    apix: float = DEFAULT_APIX,
     n_images: int = 10_000,
     heldout: int | None = None,
     snr_db: float | None = None,
@@ -265,6 +290,7 @@ def simulate_dataset(
     seed: int = 0,
     preset: str | None = None,
     progress: bool = True,
+    bfactor: float | None = None,
 ) -> SimulationResult:
     """Simulate ``n_images`` particle images of one ground truth and write the SPEC's files.
 
@@ -274,7 +300,8 @@ def simulate_dataset(
     ``snr_db`` None or inf: noiseless. ``preset`` (A..G, Table 1) sets ``snr_db``, ``ctf``,
     ``defocus_*_um`` and ``astigmatism``; those given explicitly (not None) override it. Without
     a preset: no CTF; with CTF, defocus 0.4–1.2 µm and astigmatism on. ``shift_max_A``: origins
-    uniform in a disc of that radius (Å). Writes ``particles.mrcs``, ``train.star``,
+    uniform in a disc of that radius (Å). ``bfactor``: the B (Å²) added to every atom of an atomic
+    model (default ``32·apix²``; an error with a map). Writes ``particles.mrcs``, ``train.star``,
     ``heldout.star``, ``map.mrc`` and ``montage.png`` into ``out_dir``.
     """
     t0 = time.perf_counter()
@@ -282,7 +309,8 @@ def simulate_dataset(
     _check_sizes(box, apix, n_images, heldout, shift_max_A)
     box, n_images, heldout = int(box), int(n_images), int(heldout)
     settings = _resolve(preset, snr_db, ctf, defocus_min_um, defocus_max_um, astigmatism)
-    vol = load_ground_truth(pdb, map_path, volume, atoms, box=box, apix=apix)
+    vol = load_ground_truth(pdb, map_path, volume, atoms, box=box, apix=apix, bfactor=bfactor)
+    blur = blur_A2(apix, bfactor) if pdb is not None or atoms is not None else None
     if not np.any(vol):
         raise InputError("the ground-truth map is zero everywhere", map_path or pdb)
     params = sample_params(n_images, seed, shift_max_A, settings.defocus_um, settings.astigmatism)
@@ -296,13 +324,14 @@ def simulate_dataset(
             strict=True,
         )
     )
-    write_map(paths["map"], vol, apix)
+    label = None if blur is None else f"cryoposenet simulate: B-factor {blur:.6g} A^2 on every atom"
+    write_map(paths["map"], vol, apix, label=label)
     stream, first = _render_stack(paths["particles"], vol, params, apix, settings.snr_db, seed, progress)
     n_train = n_images - heldout
     optics = default_optics(apix, box)
     write_star(paths["train_star"], particle_table(params, slice(0, n_train)), optics)
     write_star(paths["heldout_star"], particle_table(params, slice(n_train, None)), optics)
-    _write_montage(paths["montage"], first, stream, params, box, apix)
+    _write_montage(paths["montage"], first, stream, params, box, apix, blur)
     return SimulationResult(
         out_dir=out,
         **paths,
@@ -316,4 +345,5 @@ def simulate_dataset(
         signal_var=stream.signal.var,
         noise_sigma=float(stream.sigma or 0.0),
         seconds=time.perf_counter() - t0,
+        bfactor_A2=blur,
     )
