@@ -91,7 +91,14 @@ def test_evaluate_reports_symmetry_aware_errors(tmp_path, capsys):
     assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["pose_mae_deg"] > 30  # SPEC's symmetry-blind figure, as defined
-    assert doc["pose_mae_sym_deg"] < 0.01 and doc["pseudo_symmetry"]["order"] == 2
+    # The 2-fold comes from a self-symmetry search ending at Powell's tolerances (xtol 1e-3 rad ≈ 0.06° per
+    # rotation-vector component, on a correlation flat to 1e-6 there), so it is off the true one by
+    # δ ≲ 0.1°: measured 0.009–0.072° over search seeds, maps and 1e-6 relative map perturbations (what
+    # another CPU's last digits amount to). G is fitted exactly on the identity branch, so the images on
+    # the other branch (58 of 120) are off by δ and the rest by 0: mean = 0.48 δ, measured 0.004–0.035°.
+    # An unrefined (coarse-sample) 2-fold gives 5.4°, a symmetry-blind fit > 30°.
+    assert doc["pose_mae_sym_deg"] < 0.1 and doc["pseudo_symmetry"]["order"] == 2
+    assert doc["pose_median_sym_deg"] < 1e-3  # the median image is on the identity branch: exact to %.6f°
     assert doc["handedness"] == "same" and doc["n_images"] == 120
     assert doc["fsc05_A"] < 6.0  # the map aligned by the symmetry-aware fit
     assert main([*args, "--no-symmetry"]) == 0
