@@ -12,15 +12,41 @@ import torch
 
 from .errors import InputError
 from .io.atomic import atomic_path
-from .train import ParticleData, TrainConfig, TrainState, checkpoint, restore
+from .train import ParticleData, TrainConfig, TrainState, init_state
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "state_payload", "restore"]
+
+
+def state_payload(state: TrainState) -> dict:
+    """Everything needed to resume, as plain tensors and numbers (for :func:`torch.save`)."""
+    return {
+        "step": state.step,
+        "scale": state.scale,
+        "volume": state.volume.state_dict(),
+        "encoder": state.encoder.state_dict() if state.encoder is not None else None,
+        "free_params": state.free_params.detach().clone() if state.free_params is not None else None,
+        "optimizer": state.optimizer.state_dict(),
+    }
+
+
+def restore(data: ParticleData, config: TrainConfig, ckpt: dict) -> TrainState:
+    """A :class:`TrainState` rebuilt from :func:`state_payload`'s output; training continues exactly."""
+    state = init_state(data, config)
+    state.volume.load_state_dict(ckpt["volume"])
+    if state.encoder is not None:
+        state.encoder.load_state_dict(ckpt["encoder"])
+    if state.free_params is not None:
+        with torch.no_grad():
+            state.free_params.copy_(ckpt["free_params"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.step, state.scale = ckpt["step"], ckpt["scale"]
+    return state
 
 
 def save_checkpoint(path: str | os.PathLike, state: TrainState, extra: dict | None = None) -> None:
     """Save modules, optimiser, step, data scaling, config and torch's RNG state to ``path`` atomically."""
     payload = {
-        **checkpoint(state),  # modules, optimiser, step, data scaling (the train module's own fields)
+        **state_payload(state),  # modules, optimiser, step, data scaling (the train module's own fields)
         "format": 1,
         "config": dataclasses.asdict(state.config),
         "torch_rng": torch.get_rng_state(),  # batches are seeded per step; this covers the rest

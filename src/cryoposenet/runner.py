@@ -54,7 +54,8 @@ def make_config(steps: int, poses: str = "encoder", **settings) -> TrainConfig:
 
     ``lr`` scales the map's rate too (the recipe's ratio is kept). Known poses (the "tomo"
     baseline) train on the full band from the start; otherwise the
-    coarse-to-fine band reaches Nyquist by 40 % of the run at the latest.
+    coarse-to-fine band reaches Nyquist, and the global pose search ends, by 40 % of the run at the
+    latest.
     """
     recipe = TrainConfig()
     config = dataclasses.replace(recipe, steps=steps, poses=poses, **settings)
@@ -62,7 +63,9 @@ def make_config(steps: int, poses: str = "encoder", **settings) -> TrainConfig:
         config = dataclasses.replace(config, lr_map=recipe.lr_map * config.lr / recipe.lr)
     if poses == "known":
         return dataclasses.replace(config, kmax_start=None, kmax_steps=0)
-    return dataclasses.replace(config, kmax_steps=min(config.kmax_steps, max(1, int(0.4 * steps))))
+    fitted = max(1, int(0.4 * steps))
+    search = None if config.search_steps is None else min(config.search_steps, fitted)
+    return dataclasses.replace(config, kmax_steps=min(config.kmax_steps, fitted), search_steps=search)
 
 
 def resolve_device(name: str) -> str:

@@ -32,6 +32,7 @@ from .model.losses import (
     candidate_spectra,
     expand_hypotheses,
     flip_rotations,
+    nearest_rotation_loss,
     octahedral_group,
     wta_loss,
 )
@@ -40,6 +41,7 @@ from .physics.ctf import ctf_half_plane
 from .physics.fourier import image_to_fourier
 from .physics.projection import slice_volume
 from .physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
+from .pose_search import search_poses
 
 __all__ = [
     "ParticleData",
@@ -50,8 +52,6 @@ __all__ = [
     "train",
     "init_state",
     "predict_poses",
-    "checkpoint",
-    "restore",
 ]
 
 POSE_MODES = ("encoder", "known", "free")
@@ -108,6 +108,10 @@ class TrainConfig:
     lr_decay_at: float | None = 0.8  # fraction of ``steps`` after which both rates drop; None: never
     lr_decay: float = 0.1  # factor on both learning rates from then on
     refine_steps: int = 40  # local refinement of the final encoder poses against the map (0: none)
+    search_steps: int | None = 1500  # steps with a global pose search for each image; None: never
+    search_grid: int = 4608  # rotations of the search's base grid (~15° apart)
+    search_band: float = 0.25  # the search's band: |k| ≤ this × N (and ≤ the loss band)
+    search_weight: float = 1.0  # weight of the pull of the nearest encoder head onto the searched pose
     map_init: str = "uniform"
     mask_radius: float | None = None  # pixels; None: no support mask
     batchnorm: bool = False
@@ -124,6 +128,7 @@ class StepInfo:
     loss: float
     images_per_s: float
     k_max: float
+    search_won: float | None = None  # fraction of the batch whose best candidate came from the search
 
 
 @dataclass
@@ -181,32 +186,6 @@ def init_state(data: ParticleData, config: TrainConfig) -> TrainState:
         groups.append({"params": [free], "lr": config.lr})
     optimizer = torch.optim.Adam(groups, fused=True)  # one kernel for all parameters: 5× faster on CPU
     return TrainState(config, volume, encoder, free, optimizer, scale)
-
-
-def checkpoint(state: TrainState) -> dict:
-    """Everything needed to resume, as plain tensors and numbers (for :func:`torch.save`)."""
-    return {
-        "step": state.step,
-        "scale": state.scale,
-        "volume": state.volume.state_dict(),
-        "encoder": state.encoder.state_dict() if state.encoder is not None else None,
-        "free_params": state.free_params.detach().clone() if state.free_params is not None else None,
-        "optimizer": state.optimizer.state_dict(),
-    }
-
-
-def restore(data: ParticleData, config: TrainConfig, ckpt: dict) -> TrainState:
-    """A :class:`TrainState` rebuilt from :func:`checkpoint`'s output; training continues exactly."""
-    state = init_state(data, config)
-    state.volume.load_state_dict(ckpt["volume"])
-    if state.encoder is not None:
-        state.encoder.load_state_dict(ckpt["encoder"])
-    if state.free_params is not None:
-        with torch.no_grad():
-            state.free_params.copy_(ckpt["free_params"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
-    state.step, state.scale = ckpt["step"], ckpt["scale"]
-    return state
 
 
 def k_max_at(config: TrainConfig, n: int, step: int) -> float:
@@ -269,23 +248,37 @@ def batch_targets(state: TrainState, data: ParticleData, idx, images=None):
     return images, image_to_fourier(images), ctf, shifts
 
 
+def searching_at(config: TrainConfig, step: int) -> bool:
+    """Whether ``step`` adds a global pose search to each image's candidates (encoder runs only)."""
+    until = config.search_steps
+    return config.poses == "encoder" and until is not None and step < until
+
+
 def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images=None, training=False):
-    """``(loss, per_image (B,), winner (B,), hypotheses (B, H, 3, 3))`` for images ``idx``.
+    """``(loss, per_image (B,), winner (B,), hypotheses (B, H, 3, 3), pull (B,) or None)`` for images
+    ``idx``; ``pull`` is the encoder's term towards the searched poses (training while searching).
 
     ``images`` ``(B, N, N)``: the rows ``idx`` when already read (else they are read here).
     """
-    dev, n = state.config.device, data.box
+    cfg, dev, n = state.config, state.config.device, data.box
     images, target, ctf, shifts = batch_targets(state, data, idx, images)
     volume, encoder = _modules(state, training)
+    fvol = volume()
     rots = _hypotheses(state, data, idx, images, encoder)
-    if state.config.pose_grid and state.config.poses != "known":
+    if cfg.pose_grid and cfg.poses != "known":
         rots = expand_hypotheses(rots, octahedral_group(rots.dtype, rots.device))
+    pull = None
+    if training and searching_at(cfg, state.step):
+        band = min(k_max, cfg.search_band * n)
+        found = search_poses(fvol, target, ctf, shifts, band, cfg.search_grid)  # (B, 3, 3)
+        pull = cfg.search_weight * nearest_rotation_loss(rots, found)
+        rots = torch.cat([rots, found[:, None]], dim=1)
     b, h = rots.shape[:2]
-    slices = slice_volume(volume(), rots.reshape(b * h, 3, 3), radius=k_max).reshape(b, h, n, n // 2 + 1)
-    symmetric = state.config.symmetric and state.config.poses != "known"
+    slices = slice_volume(fvol, rots.reshape(b * h, 3, 3), radius=k_max).reshape(b, h, n, n // 2 + 1)
+    symmetric = cfg.symmetric and cfg.poses != "known"
     cands = candidate_spectra(slices, symmetric, ctf, shifts)
     loss, per_image, winner = wta_loss(target, cands, band_weights(n, k_max, device=dev))
-    return loss, per_image, winner, rots
+    return loss, per_image, winner, rots, pull
 
 
 def _pick(rots: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
@@ -324,7 +317,7 @@ def predict_poses(
     out = []
     with eval_mode(state.volume, state.encoder):
         for positions, images in read_chunks(data.images, rows, batch_size, pin):
-            _, _, winner, rots = _batch_loss(state, data, rows[positions], data.box / 2, images)
+            _, _, winner, rots, _ = _batch_loss(state, data, rows[positions], data.box / 2, images)
             out.append(_pick(rots, winner).cpu())
     return torch.cat(out) if out else torch.empty(0, 3, 3)
 
@@ -345,9 +338,9 @@ def _step(state: TrainState, data: ParticleData, images: torch.Tensor | None = N
     idx = _local_rows(state, len(data), state.step)
     k_max = k_max_at(cfg, data.box, state.step)
     t0 = time.perf_counter()
-    loss, per_image, _, _ = _batch_loss(state, data, idx, k_max, images, training=True)
-    if par is not None:
-        loss = per_image.sum() * (par.world / cfg.batch_size)
+    loss, per_image, winner, rots, pull = _batch_loss(state, data, idx, k_max, images, training=True)
+    objective = per_image if pull is None else per_image + pull
+    loss = objective.mean() if par is None else objective.sum() * (par.world / cfg.batch_size)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     _set_learning_rates(state)
@@ -355,9 +348,10 @@ def _step(state: TrainState, data: ParticleData, images: torch.Tensor | None = N
         par.average_grad(state.free_params)
     state.optimizer.step()
     state.step += 1
-    reported = loss.item() if par is None else par.sum(per_image.sum()).item() / cfg.batch_size
+    reported = per_image.mean().item() if par is None else par.sum(per_image.sum()).item() / cfg.batch_size
     rate = cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
-    return StepInfo(state.step, reported, rate, k_max)
+    won = None if pull is None else (winner % rots.shape[1] == rots.shape[1] - 1).float().mean().item()
+    return StepInfo(state.step, reported, rate, k_max, won)
 
 
 def final_poses(state: TrainState, data: ParticleData) -> torch.Tensor:

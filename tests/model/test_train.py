@@ -1,16 +1,15 @@
 import pytest
 import torch
 
+from cryoposenet.checkpoint import restore, state_payload
 from cryoposenet.physics.rotations import geodesic_distance
 from cryoposenet.train import (
     ParticleData,
     TrainConfig,
     _batch_loss,
-    checkpoint,
     init_state,
     lr_scale_at,
     predict_poses,
-    restore,
     train,
 )
 
@@ -23,7 +22,7 @@ def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_gradients_reach_map_and_encoder(toy):
     _, data = toy
     state = init_state(data, TrainConfig(heads=2, symmetric=True))
-    loss, _, _, _ = _batch_loss(state, data, torch.arange(8), 8.0)
+    loss = _batch_loss(state, data, torch.arange(8), 8.0)[0]
     loss.backward()
     assert state.volume.data.grad.abs().sum() > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in state.encoder.head.parameters())
@@ -75,13 +74,27 @@ def test_bad_settings_are_refused(toy):
         init_state(data, TrainConfig(poses="nope"))
 
 
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_at(step: int):
+    def on_step(info, state):
+        if info.step == step:
+            raise _Interrupted
+
+    return on_step
+
+
 def test_resume_repeats_the_uninterrupted_run(toy):
     _, data = toy
     small = ParticleData(data.images[:32], data.apix)
     cfg = TrainConfig(steps=6, batch_size=4, heads=2, kmax_steps=4)
     straight = train(small, cfg)
-    first = train(small, TrainConfig(**{**cfg.__dict__, "steps": 3}))
-    state = restore(small, cfg, checkpoint(first.state))
+    first = init_state(small, cfg)
+    with pytest.raises(_Interrupted):  # a kill after step 3 of the same run (search and decay as scheduled)
+        train(small, cfg, on_step=_interrupt_at(3), state=first)
+    state = restore(small, cfg, state_payload(first))
     resumed = train(small, cfg, state=state)
     assert resumed.state.step == 6
     assert torch.allclose(resumed.volume, straight.volume, atol=1e-6)
@@ -98,3 +111,20 @@ def test_learning_rates_drop_for_the_last_steps(toy):
     assert [lr for pair in seen[7:] for lr in pair] == pytest.approx([4e-4, 1e-4] * 3)
     plain = TrainConfig(steps=10, lr_decay_at=None)
     assert [lr_scale_at(plain, s) for s in (0, 9)] == [1.0, 1.0]
+
+
+def test_search_adds_the_found_pose_and_pulls_the_encoder_while_the_map_is_young(toy):
+    vol, data = toy
+    state = init_state(data, TrainConfig(steps=10, heads=2, search_steps=3, batch_size=8))
+    with torch.no_grad():
+        state.volume.data.copy_(vol * state.scale)  # the true map: the search should find the true poses
+    rows = torch.arange(8)
+    _, _, _, rots, pull = _batch_loss(state, data, rows, 6.0, training=True)
+    assert rots.shape[1] == 3  # two heads and the searched pose
+    found = torch.rad2deg(geodesic_distance(rots[:, -1], data.rotations[rows]))
+    assert found.median() < 5.0  # 16 px, band 6: a final search spacing of 3.7°
+    pull.sum().backward()
+    assert state.encoder.head.weight.grad.abs().sum() > 0
+    state.step = 3  # the search's steps are over: the encoder's heads alone
+    assert _batch_loss(state, data, rows, 6.0, training=True)[3].shape[1] == 2
+    assert _batch_loss(state, data, rows, 6.0, training=False)[4] is None  # prediction never searches

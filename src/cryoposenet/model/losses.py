@@ -22,6 +22,7 @@ __all__ = [
     "flip_rotations",
     "octahedral_group",
     "expand_hypotheses",
+    "nearest_rotation_loss",
 ]
 
 
@@ -102,3 +103,12 @@ def wta_loss(
     err = (weights * diff.square().sum(dim=-1)).sum(dim=(-2, -1))
     per_image, winner = err.min(dim=1)
     return per_image.mean(), per_image, winner
+
+
+def nearest_rotation_loss(hypotheses: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image ``(B,)`` squared chordal distance ``‖R_h − T‖²_F`` from ``target`` ``(B, 3, 3)``
+    (or its in-plane flip ``Rz(π)·T``, which gives the same image up to a 180° turn) to the nearest
+    of the ``hypotheses`` ``(B, H, 3, 3)``: pulls the closest head onto a pose found by search."""
+    targets = torch.stack([target, flip_rotations(target)], dim=1)  # (B, 2, 3, 3)
+    dist = (hypotheses[:, :, None] - targets[:, None]).square().sum(dim=(-2, -1))  # (B, H, 2)
+    return dist.flatten(1).min(dim=1).values

@@ -18,7 +18,15 @@ import torch.nn.functional as F
 
 from .fourier import centre_pad, fourier_to_image, half_plane_freqs
 
-__all__ = ["FourierVolume", "volume_to_fourier", "slice_volume", "project", "project_real_space"]
+__all__ = [
+    "FourierVolume",
+    "volume_to_fourier",
+    "band_indices",
+    "slice_band",
+    "slice_volume",
+    "project",
+    "project_real_space",
+]
 
 
 @dataclass(frozen=True)
@@ -106,22 +114,22 @@ def _plane(n: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return k2, k2.square().sum(dim=-1)
 
 
-def slice_volume(fvol: FourierVolume, rotations: torch.Tensor, radius: float | None = None) -> torch.Tensor:
-    """Central slices ``(B, N, N//2+1)`` complex (half-plane, FFT order) at rotations ``(B, 3, 3)``.
+def band_indices(n: int, radius: float | None = None, device=None) -> torch.Tensor:
+    """Flat half-plane indices ``(Q,)`` of an ``n``-pixel image's frequencies with ``|k| ≤ radius``
+    (cycles per box; at most Nyquist, ``n/2``)."""
+    _, r2 = _plane(n, device, torch.float32)
+    limit = n / 2 if radius is None else min(radius, n / 2)
+    return torch.nonzero(r2 <= limit**2).squeeze(1)
 
-    Frequencies beyond Nyquist (``|k| > N/2``) are zero so every pose sees the same band; with
-    ``radius`` (cycles per box) those beyond it are zero too, and only the frequencies kept are
-    interpolated (a band-limited loss then costs less: the coarse-to-fine start, and 21 % less at
-    full band, the corners beyond Nyquist).
-    """
+
+def slice_band(fvol: FourierVolume, rotations: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Central-slice values ``(B, Q)`` complex at the half-plane indices ``keep`` ``(Q,)`` (see
+    :func:`band_indices`) for rotations ``(B, 3, 3)``: the samples :func:`slice_volume` lays out."""
     n, p = fvol.n, fvol.oversample
     padded = n * p
-    dtype, device = fvol.data.dtype, fvol.data.device
-    k2, r2 = _plane(n, device, dtype)
-    limit = n / 2 if radius is None else min(radius, n / 2)
-    keep = torch.nonzero(r2 <= limit**2).squeeze(1)  # (Q,) flat half-plane indices
+    k2, _ = _plane(n, fvol.data.device, fvol.data.dtype)
     # k3 = Aᵀ (kx, ky, 0): contract with the first two rows of A.
-    k3 = torch.einsum("qi,bij->bqj", k2[keep], rotations[:, :2, :].to(dtype)) * p  # (B, Q, 3)
+    k3 = torch.einsum("qi,bij->bqj", k2[keep], rotations[:, :2, :].to(fvol.data.dtype)) * p  # (B, Q, 3)
     conj = k3[..., 0] < 0
     k3 = torch.where(conj[..., None], -k3, k3)
     half = padded // 2
@@ -138,8 +146,21 @@ def slice_volume(fvol: FourierVolume, rotations: torch.Tensor, radius: float | N
         fvol.data, grid[None, :, :, None], mode="bilinear", padding_mode="zeros", align_corners=True
     )
     re, im = out[0, 0, :, :, 0], out[0, 1, :, :, 0]  # (B, Q)
-    values = torch.stack([re, torch.where(conj, -im, im)], dim=-1)  # (B, Q, 2)
-    full = values.new_zeros(len(rotations), len(r2), 2).index_copy(1, keep, values)
+    return torch.complex(re, torch.where(conj, -im, im))
+
+
+def slice_volume(fvol: FourierVolume, rotations: torch.Tensor, radius: float | None = None) -> torch.Tensor:
+    """Central slices ``(B, N, N//2+1)`` complex (half-plane, FFT order) at rotations ``(B, 3, 3)``.
+
+    Frequencies beyond Nyquist (``|k| > N/2``) are zero so every pose sees the same band; with
+    ``radius`` (cycles per box) those beyond it are zero too, and only the frequencies kept are
+    interpolated (a band-limited loss then costs less: the coarse-to-fine start, and 21 % less at
+    full band, the corners beyond Nyquist).
+    """
+    n = fvol.n
+    keep = band_indices(n, radius, fvol.data.device)
+    values = torch.view_as_real(slice_band(fvol, rotations, keep))  # (B, Q, 2)
+    full = values.new_zeros(len(rotations), n * (n // 2 + 1), 2).index_copy(1, keep, values)
     return torch.view_as_complex(full).reshape(-1, n, n // 2 + 1)
 
 

@@ -1,0 +1,166 @@
+"""Global pose search against the current map: an exhaustive grid over SO(3), then local grids.
+
+Each image is compared with the map's central slices at every rotation of a near-uniform grid
+(:func:`so3_grid`), within a low-pass band; the best few rotations per image are then refined on
+local grids of halving spacing (:func:`local_offsets`), as in cryoDRGN's and cryoSPARC's
+branch-and-bound searches. The base grid's slices are shared by all images, so its misfits are two
+matrix products (:func:`grid_misfits`): the search costs a few slices and GEMMs per step, whatever
+the number of particles.
+
+Misfit: ``Σ_k w_k |Y_k − c_k S_k|²`` over the band, ``Y`` an image's spectrum (phase-shifted by its
+known translation), ``c`` its CTF, ``S`` a slice, ``w`` the Parseval weights of
+:func:`cryoposenet.model.losses.band_weights`, so it is the training loss of that one pose.
+Rotations are composed as in :mod:`cryoposenet.refine`: ``exp(ω)·R``, ``ω`` in the map's frame.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .model.losses import band_weights
+from .physics.fourier import shift_phase
+from .physics.projection import FourierVolume, band_indices, slice_band
+from .physics.rotations import expmap_to_quaternion, quaternion_to_matrix
+
+__all__ = [
+    "SearchTargets",
+    "so3_grid",
+    "grid_spacing_rad",
+    "local_offsets",
+    "grid_misfits",
+    "candidate_misfits",
+    "global_search",
+    "search_poses",
+]
+
+SO3_VOLUME = 8 * math.pi**2  # volume of SO(3) under the metric whose distance is the rotation angle
+
+
+@dataclass(frozen=True)
+class SearchTargets:
+    """What the images bring to a search, restricted to the band's half-plane indices ``keep``
+    ``(Q,)``: ``spectra`` ``(B, Q)`` complex (translations already undone), ``ctf`` ``(B, Q)`` or None,
+    ``weights`` ``(Q,)`` (Parseval weights; zero outside the band)."""
+
+    keep: torch.Tensor
+    spectra: torch.Tensor
+    ctf: torch.Tensor | None
+    weights: torch.Tensor
+
+    @classmethod
+    def from_half_planes(cls, spectra, ctf, shifts_px, weights, k_max: float) -> SearchTargets:
+        """From half-plane ``spectra`` ``(B, N, N//2+1)``, ``ctf`` (same or None), ``shifts_px``
+        ``(B, 2)`` or None and ``weights`` ``(N, N//2+1)``, keeping ``|k| ≤ k_max``."""
+        n = spectra.shape[-2]
+        keep = band_indices(n, k_max, spectra.device)
+        if shifts_px is not None:  # |Y − c·p·S| = |p̄·Y − c·S| for a unit phase p
+            spectra = spectra * shift_phase(shifts_px.to(spectra.real.dtype), n).conj()
+        flat = spectra.reshape(len(spectra), -1)[:, keep]
+        c = ctf.reshape(len(ctf), -1)[:, keep] if ctf is not None else None
+        return cls(keep, flat, c, weights.reshape(-1)[keep])
+
+
+def so3_grid(count: int, dtype=torch.float32) -> torch.Tensor:
+    """``count`` near-uniform rotations ``(count, 3, 3)``: super-Fibonacci spirals (Alexa, CVPR 2022).
+
+    Deterministic, any count; spacing about :func:`grid_spacing_rad` (``count`` 4608: ~15°).
+    """
+    phi, psi = math.sqrt(2.0), 1.533751168755204288118041
+    i = torch.arange(count, dtype=torch.float64)
+    s = i + 0.5
+    r = torch.sqrt(s / count)
+    big_r = torch.sqrt(1.0 - s / count)
+    alpha, beta = 2 * math.pi * s / phi, 2 * math.pi * s / psi
+    q = torch.stack([r * alpha.sin(), r * alpha.cos(), big_r * beta.sin(), big_r * beta.cos()])
+    return quaternion_to_matrix(q.T.contiguous()).to(dtype)
+
+
+def grid_spacing_rad(count: int) -> float:
+    """Typical distance (radians) between neighbours of a uniform grid of ``count`` rotations."""
+    return (SO3_VOLUME / count) ** (1 / 3)
+
+
+def local_offsets(spacing_rad: float, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Rotations ``exp(ω)`` ``(27, 3, 3)`` for ``ω`` on the cube ``{−½, 0, ½}³ · spacing`` (the
+    identity first): a grid of half the spacing over the cell around a grid point."""
+    steps = torch.tensor([0.0, -0.5, 0.5], dtype=torch.float64) * spacing_rad
+    omega = torch.cartesian_prod(steps, steps, steps)  # (27, 3), (0, 0, 0) first
+    quat = expmap_to_quaternion(omega / 2)  # the expmap of this module is a half angle
+    return quaternion_to_matrix(quat).to(dtype=dtype, device=device)
+
+
+def grid_misfits(fvol: FourierVolume, rotations: torch.Tensor, t: SearchTargets, chunk: int = 2048):
+    """Misfits ``(B, G)`` of every image against the slices at ``rotations`` ``(G, 3, 3)`` (shared).
+
+    ``Σ w|Y − cS|² = Σ w|Y|² − 2 Σ w·c·Re(Ȳ S) + Σ w·c²|S|²``: two matrix products per chunk of
+    the grid.
+    """
+    c = t.ctf if t.ctf is not None else torch.ones_like(t.spectra.real)
+    wy = t.weights * c * t.spectra  # (B, Q)
+    cross_rows = torch.cat([wy.real, wy.imag], dim=1)  # Re(conj(Y)·S) = Yr·Sr + Yi·Si
+    power_rows = t.weights * c.square()
+    base = (t.weights * t.spectra.abs().square()).sum(dim=1, keepdim=True)
+    out = []
+    for rots in rotations.split(chunk):
+        s = slice_band(fvol, rots, t.keep)  # (g, Q)
+        cross = cross_rows @ torch.cat([s.real, s.imag], dim=1).T
+        out.append(base - 2 * cross + power_rows @ s.abs().square().T)
+    return torch.cat(out, dim=1)
+
+
+def candidate_misfits(fvol: FourierVolume, rotations: torch.Tensor, t: SearchTargets) -> torch.Tensor:
+    """Misfits ``(B, C)`` of each image against its own candidate rotations ``(B, C, 3, 3)``."""
+    b, c = rotations.shape[:2]
+    s = slice_band(fvol, rotations.reshape(b * c, 3, 3), t.keep).reshape(b, c, -1)
+    model = s * t.ctf[:, None] if t.ctf is not None else s
+    return (t.weights * (t.spectra[:, None] - model).abs().square()).sum(dim=-1)
+
+
+def _best(misfits: torch.Tensor, rotations: torch.Tensor, top: int):
+    """The ``top`` lowest misfits per image ``(B, top)`` and their rotations ``(B, top, 3, 3)``."""
+    err, idx = misfits.topk(min(top, misfits.shape[1]), dim=1, largest=False)
+    return err, torch.gather(rotations, 1, idx[..., None, None].expand(*idx.shape, 3, 3))
+
+
+@torch.no_grad()
+def global_search(
+    fvol: FourierVolume, t: SearchTargets, grid: torch.Tensor, top: int = 8, levels: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best rotations ``(B, top, 3, 3)`` per image, best first, and their misfits ``(B, top)``.
+
+    The whole ``grid`` ``(G, 3, 3)`` is scored, then each of the ``top`` best is refined ``levels``
+    times on :func:`local_offsets` of halving spacing (each level keeps the ``top`` best of all the
+    neighbours, the current ones included).
+    """
+    b = len(t.spectra)
+    err, rots = _best(grid_misfits(fvol, grid, t), grid.expand(b, *grid.shape), top)
+    spacing = grid_spacing_rad(len(grid))
+    for _ in range(levels):
+        offsets = local_offsets(spacing, grid.dtype, grid.device)
+        cands = (offsets[None, None] @ rots[:, :, None]).reshape(b, -1, 3, 3)  # (B, top·27, 3, 3)
+        err, rots = _best(candidate_misfits(fvol, cands, t), cands, top)
+        spacing /= 2
+    return rots, err
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_grid(count: int, dtype, device) -> torch.Tensor:
+    return so3_grid(count, dtype).to(device)
+
+
+@torch.no_grad()
+def search_poses(
+    fvol: FourierVolume, spectra, ctf, shifts_px, k_max: float, grid_size: int = 4608, top: int = 2
+) -> torch.Tensor:
+    """The best rotation ``(B, 3, 3)`` per image (:func:`global_search` on ``|k| ≤ k_max``) for
+    half-plane ``spectra`` ``(B, N, N//2+1)`` with ``ctf`` (same shape or None) and ``shifts_px``
+    ``(B, 2)`` or None, against ``fvol`` (used as is, no gradient)."""
+    fixed = FourierVolume(fvol.data.detach(), fvol.n, fvol.oversample)
+    weights = band_weights(spectra.shape[-2], k_max, device=spectra.device)
+    targets = SearchTargets.from_half_planes(spectra, ctf, shifts_px, weights, k_max)
+    grid = _cached_grid(grid_size, fvol.data.dtype, fvol.data.device)
+    return global_search(fixed, targets, grid, top=top)[0][:, 0]
