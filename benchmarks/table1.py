@@ -23,17 +23,12 @@ symmetry-aware error (to the nearest branch) is printed beside SPEC's symmetry-b
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from cryoposenet.evaluation import evaluate_files, heldout_figures
+from pipeline import SHARED_DATA, evaluate_run, fmt, simulate_once, train_once
 
-PDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "4ake.pdb"
+PDB = SHARED_DATA / "4ake.pdb"
 PAPER = {  # Table 1: SNR dB, CTF, resolution Å, MAE °
     "A": ("–", "–", 1.79, 0.62),
     "B": ("10", "–", 2.13, 0.69),
@@ -52,65 +47,19 @@ TRAIN_FLAGS = {
 }
 
 
-def cli(*args: str, log: Path) -> float:
-    """Run ``python -m cryoposenet ARGS`` (one torch thread), output to ``log``; returns seconds."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        done = subprocess.run([sys.executable, "-m", "cryoposenet", *args], stdout=fh, stderr=fh, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}): cryoposenet {' '.join(args)}; see {log}")
-    return time.perf_counter() - t0
-
-
 def simulate(work: Path, preset: str, a) -> Path:
-    sim = work / f"sim{preset}"
-    if not (sim / "heldout.star").is_file():
-        args = ["simulate", "--pdb", str(a.pdb), "--preset", preset, "--box", str(a.box)]
-        args += ["--apix", str(a.apix), "-n", str(a.n), "--heldout", str(a.heldout)]
-        cli(*args, "--seed", str(a.seed), "-o", str(sim), log=work / f"sim{preset}.log")
-    return sim
+    args = ["--pdb", str(a.pdb), "--preset", preset, "--box", str(a.box), "--apix", str(a.apix)]
+    args += ["-n", str(a.n), "--heldout", str(a.heldout), "--seed", str(a.seed)]
+    return simulate_once(work / f"sim{preset}", args)
 
 
 def train(work: Path, sim: Path, preset: str, mode: str, a) -> dict:
     """Train one mode (reusing a finished run) and evaluate it; returns its figures."""
-    run = work / f"{mode}{preset}"
-    log = work / f"{mode}{preset}.log"
-    if not (run / "map.mrc").is_file():
-        args = ["train", str(sim / "train.star"), "--steps", str(a.steps), "--batch-size", "32"]
-        args += [*TRAIN_FLAGS[mode], "--ref", str(sim / "map.mrc"), "--eval-every", str(a.eval_every)]
-        cli(*args, "--device", a.device, "--seed", str(a.seed), "-o", str(run), log=log)
-    return evaluate(run, sim, mode, a)
-
-
-def evaluate(run: Path, sim: Path, mode: str, a) -> dict:
-    train_eval = evaluate_files(run / "map.mrc", sim / "map.mrc", run / "poses.star", sim / "train.star")
-    fig = {"fsc05_A": train_eval.fsc05_A, "wall_s": _wall_seconds(run)}
-    fig.update(train_deg=train_eval.pose_mae_deg, train_sym_deg=train_eval.pose_mae_sym_deg)
-    if mode not in ("known", "free"):  # only an encoder predicts poses for new images
-        held = run / "heldout_poses.star"
-        if not held.is_file():
-            cli("predict", str(run), str(sim / "heldout.star"), "-o", str(held), log=run / "predict.log")
-        paths = (run / "poses.star", sim / "train.star", held, sim / "heldout.star")
-        held_fig = heldout_figures(*paths, symmetry=train_eval.symmetry)
-        fig["heldout_deg"] = held_fig["pose_mae_deg"]
-        if train_eval.symmetry is not None:
-            fig.update(
-                heldout_sym_deg=held_fig["pose_mae_sym_deg"],
-                heldout_sym_median_deg=held_fig["pose_median_sym_deg"],
-            )
-    (run / "benchmark.json").write_text(json.dumps(fig, indent=2) + "\n")
-    return fig
-
-
-def _wall_seconds(run: Path) -> float | None:
-    """Training wall time: the last ``time_s`` of metrics.csv (includes evaluations)."""
-    lines = (run / "metrics.csv").read_text().splitlines()
-    return float(lines[-1].split(",")[2]) if len(lines) > 1 else None
-
-
-def _fmt(x, unit="", digits=2) -> str:
-    return "–" if x is None else f"{x:.{digits}f}{unit}"
+    args = [str(sim / "train.star"), "--steps", str(a.steps), "--batch-size", "32", *TRAIN_FLAGS[mode]]
+    args += ["--ref", str(sim / "map.mrc"), "--eval-every", str(a.eval_every), "--device", a.device]
+    run = train_once(work / f"{mode}{preset}", [*args, "--seed", str(a.seed)])
+    # only an encoder predicts poses for new images; 4AKE's 2-fold is found on the reference map
+    return evaluate_run(run, sim, None if mode in ("known", "free") else [], symmetry="detect")
 
 
 def table(results: dict, modes: list[str]) -> str:
@@ -128,8 +77,8 @@ def table(results: dict, modes: list[str]) -> str:
             sym_text = "–" if sym is None else f"{sym:.2f} / {f['heldout_sym_median_deg']:.2f}"
             wall = None if f["wall_s"] is None else f["wall_s"] / 60
             rows.append(
-                f"| {preset} | {snr} | {ctf} | {res} | {mae} | {mode} | {_fmt(f['fsc05_A'])} | "
-                f"{_fmt(ratio, '×')} | {_fmt(f.get('heldout_deg'))} | {sym_text} | {_fmt(wall, digits=1)} |"
+                f"| {preset} | {snr} | {ctf} | {res} | {mae} | {mode} | {fmt(f['fsc05_A'])} | "
+                f"{fmt(ratio, '×')} | {fmt(f.get('heldout_deg'))} | {sym_text} | {fmt(wall, digits=1)} |"
             )
     return "\n".join(rows)
 
