@@ -16,11 +16,6 @@ def test_encoder_outputs_rotations(rotation, heads):
     assert torch.allclose(torch.linalg.det(rots), torch.ones(5, heads), atol=1e-5)
 
 
-def test_encoder_rejects_bad_size():
-    with pytest.raises(ValueError, match="multiple of 8"):
-        PoseEncoder(20)
-
-
 def test_encoder_batchnorm_and_scale_invariance():
     torch.manual_seed(0)
     enc = PoseEncoder(16, batchnorm=True).eval()

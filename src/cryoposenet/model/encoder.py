@@ -8,6 +8,15 @@ first conv, so the encoder sees the same input range at every SNR.
 
 With ``heads > 1`` the head outputs several rotation hypotheses per image; training keeps the one
 that explains the image best (winner-take-all, see :mod:`.losses`).
+
+Any image size: the three max-pools halve the image three times, so a standardised image whose
+size ``n`` is not a multiple of 8 is zero-padded around its centre to the next multiple of 8
+(``ceil(n/8)·8``, at most 7 pixels more) before the first conv. Zero is the standardised image's
+mean, every pixel is kept at its own scale, and for multiples of 8 nothing changes (same layers,
+same weights, same outputs). Adaptive pooling to a fixed grid would also take any size, but it
+pools unequal areas into each cell when ``n/8`` is not whole (and changes the network for
+multiples of 8 unless the grid is ``n/8``); a Fourier crop/pad of the input to a fixed size would
+resample the image. See docs/training.md.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..physics.fourier import centre_pad
 from ..physics.rotations import params_to_matrix, pose_dim
 
 __all__ = ["PoseEncoder", "standardise"]
@@ -42,7 +52,7 @@ class PoseEncoder(nn.Module):
     """Images ``(B, N, N)`` to rotations ``(B, heads, 3, 3)`` in the project's convention.
 
     ``rotation`` is a parameterisation of :mod:`cryoposenet.physics.rotations` (s2s2, quat,
-    euler); ``n`` the image size (a multiple of 8).
+    euler); ``n`` the image size (any; padded to :attr:`padded` pixels, the next multiple of 8).
     """
 
     def __init__(
@@ -55,8 +65,10 @@ class PoseEncoder(nn.Module):
         batchnorm: bool = False,
     ):
         super().__init__()
-        if n % (2 ** len(channels)):
-            raise ValueError(f"image size {n} must be a multiple of {2 ** len(channels)}")
+        if n < 1:
+            raise ValueError(f"image size must be positive, got {n}")
+        step = 2 ** len(channels)
+        self.n, self.padded = n, -(-n // step) * step
         self.rotation, self.heads = rotation, heads
         layers: list[nn.Module] = []
         c_in = 1
@@ -64,7 +76,7 @@ class PoseEncoder(nn.Module):
             layers += _block(c_in, c, batchnorm)
             c_in = c
         self.features = nn.Sequential(*layers)
-        flat = c_in * (n // 2 ** len(channels)) ** 2
+        flat = c_in * (self.padded // step) ** 2
         self.mlp = nn.Sequential(
             nn.Flatten(),
             nn.Linear(flat, hidden),
@@ -77,6 +89,9 @@ class PoseEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Rotations ``(B, heads, 3, 3)`` for images ``(B, N, N)``."""
-        x = self.features(standardise(images)[:, None].contiguous(memory_format=torch.channels_last))
+        x = standardise(images)
+        if self.padded != self.n:
+            x = centre_pad(x, self.padded, ndim=2)
+        x = self.features(x[:, None].contiguous(memory_format=torch.channels_last))
         params = self.head(self.mlp(x)).reshape(len(images), self.heads, -1)
         return params_to_matrix(self.rotation, params)
