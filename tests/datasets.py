@@ -1,10 +1,16 @@
 """Test data: small asymmetric maps and tiny RELION data sets made with the physics module."""
 
+import contextlib
+import hashlib
+
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from scipy import ndimage
 
+from cryoposenet.evaluation import SYMMETRY_THRESHOLD
+from cryoposenet.evaluation import detect_symmetry as _detect_symmetry
 from cryoposenet.io import StackWriter, default_optics, write_star
 from cryoposenet.physics.ctf import ctf_half_plane
 from cryoposenet.physics.fourier import fourier_to_image, image_to_fourier, shift_phase
@@ -78,3 +84,32 @@ def resample(vol, t):
     pts = np.stack([x.ravel(), y.ravel(), z.ravel()])
     src = t @ pts + n // 2
     return ndimage.map_coordinates(vol, src[::-1], order=3, mode="constant").reshape(vol.shape)
+
+
+_SYMMETRY: dict = {}
+
+
+def detect_symmetry_once(reference, threshold: float = SYMMETRY_THRESHOLD):
+    """``cryoposenet.evaluation.detect_symmetry``, computed once per distinct map in a session.
+
+    The search is a deterministic function of the map (its bytes, dtype and shape), so a repeat on
+    the same map returns the first answer (copies): the 4AKE tests and the demo search one map.
+    """
+    a = np.ascontiguousarray(np.asarray(reference))
+    key = (a.dtype.str, a.shape, hashlib.sha1(a.tobytes()).hexdigest(), threshold)
+    if key not in _SYMMETRY:
+        _SYMMETRY[key] = _detect_symmetry(a, threshold)
+    group, info = _SYMMETRY[key]
+    return (None if group is None else group.copy()), dict(info)
+
+
+@contextlib.contextmanager
+def symmetry_searched_once():
+    """Within the block the pipeline's callers of ``detect_symmetry`` (training evaluations,
+    ``evaluate_files``, the report) share :func:`detect_symmetry_once`'s answers."""
+    from cryoposenet import evaluation, report, runner
+
+    with pytest.MonkeyPatch.context() as mp:
+        for module in (evaluation, report, runner):
+            mp.setattr(module, "detect_symmetry", detect_symmetry_once)
+        yield

@@ -9,7 +9,6 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from cryoposenet.evaluation import detect_symmetry
 from cryoposenet.physics.rotations import geodesic_distance, random_rotations
 from cryoposenet.simulate import (
     MOLECULE_APIX,
@@ -21,6 +20,7 @@ from cryoposenet.simulate import (
     read_atoms,
     required_box,
 )
+from datasets import detect_symmetry_once  # the two tests below (and the demo's) search one map
 
 SHARED_4AKE = Path(__file__).resolve().parents[3] / "shared" / "data" / "4ake.pdb"
 
@@ -51,7 +51,7 @@ def test_fits_default_box_and_finer():
 
 
 def test_pseudo_two_fold_is_found():
-    group, info = detect_symmetry(molecule_volume(32, 3.6)[0])
+    group, info = detect_symmetry_once(molecule_volume(32, 3.6)[0])
     assert group is not None and len(group) == 2
     assert abs(info["angle_deg"] - 180) < 3
 
@@ -59,7 +59,7 @@ def test_pseudo_two_fold_is_found():
 def test_projections_at_different_poses_differ():
     """Images differ unless the poses are close, or close after the 2-fold (R vs R·S)."""
     vol = torch.from_numpy(molecule_volume(32, 3.6)[0])
-    two_fold = torch.as_tensor(detect_symmetry(vol.numpy())[0][1], dtype=torch.float64)
+    two_fold = torch.as_tensor(detect_symmetry_once(vol.numpy())[0][1], dtype=torch.float64)
     rots = random_rotations(24, torch.Generator().manual_seed(2)).double()
     p = project_rotated(vol, rots).flatten(1)
     p = p - p.mean(1, keepdim=True)
