@@ -98,13 +98,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(star: str, steps: int, batch: int, threads: int, full_band: bool) -> dict:
+def child(star: str, steps: int, batch: int, threads: int, full_band: bool, search: bool = False) -> dict:
     """Time ``steps`` training steps on ``star`` in this process; images/s and peak RSS.
 
     Steps run through :func:`cryoposenet.train.train` (images streamed, read one step ahead);
     the final pose pass is skipped. Time is counted from the end of the second (warm-up) step.
     ``full_band``: the loss on the full band from the start (as after the coarse-to-fine phase,
     most of a run), else the recipe's start (a 4-cycle band: the decoder samples less).
+    ``search``: every timed step is a step of the global pose search phase (at the search's band,
+    N/4 at full band), else none is.
     """
     import torch
 
@@ -124,7 +126,8 @@ def child(star: str, steps: int, batch: int, threads: int, full_band: bool) -> d
         losses.append(info.loss)
 
     band = {"kmax_start": None} if full_band else {}
-    config = TrainConfig(steps=steps + 2, batch_size=batch, device=device, **band)
+    search_steps = steps + 2 if search else None
+    config = TrainConfig(steps=steps + 2, batch_size=batch, device=device, search_steps=search_steps, **band)
     train(data, config, on_step, poses=False)
     return {
         "device": device,
@@ -165,6 +168,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/cryoposenet-throughput"))
     ap.add_argument("--band", choices=["full", "c2f"], default="full", help="loss band (see child())")
+    ap.add_argument("--search", choices=["on", "off"], default="off", help="time pose-search steps")
     ap.add_argument("--profile", action="store_true", help="profile steps at the first --px, 2k images")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -173,21 +177,24 @@ def main(argv=None) -> None:
         print(profile(str(star), min(args.steps, 5), args.batch, args.threads, args.band == "full"))
         return
     if args.child:
-        print(json.dumps(child(args.child, args.steps, args.batch, args.threads, args.band == "full")))
+        full, search = args.band == "full", args.search == "on"
+        print(json.dumps(child(args.child, args.steps, args.batch, args.threads, full, search)))
         return
-    print("| px | particles | loss band | device | images/s | peak RSS (MB) |")
-    print("|---:|---:|---|---|---:|---:|")
+    print("| px | particles | loss band | search | device | images/s | peak RSS (MB) |")
+    print("|---:|---:|---|---|---|---:|---:|")
     for px in args.px:
         for n in args.sizes:
             star = make_stack(args.workdir / f"{px}px_{n}", n, px, apix=_apix(px))
             cmd = [sys.executable, __file__, "--child", str(star), "--steps", str(args.steps)]
             cmd += ["--batch", str(args.batch), "--threads", str(args.threads), "--band", args.band]
+            cmd += ["--search", args.search]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             cells = [
                 px,
                 f"{n:,}",
                 args.band,
+                args.search,
                 r["device"],
                 f"{r['images_per_s']:.1f}",
                 f"{r['peak_rss_MB']:.0f}",

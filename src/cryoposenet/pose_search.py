@@ -35,6 +35,7 @@ __all__ = [
     "candidate_misfits",
     "global_search",
     "search_poses",
+    "marginal_misfit",
 ]
 
 SO3_VOLUME = 8 * math.pi**2  # volume of SO(3) under the metric whose distance is the rotation angle
@@ -164,3 +165,26 @@ def search_poses(
     targets = SearchTargets.from_half_planes(spectra, ctf, shifts_px, weights, k_max)
     grid = _cached_grid(grid_size, fvol.data.dtype, fvol.data.device)
     return global_search(fixed, targets, grid, top=top)[0][:, 0]
+
+
+def marginal_misfit(
+    fvol: FourierVolume, spectra, ctf, shifts_px, k_max: float, grid_size: int = 4608, anneal: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft-min misfit over the whole grid ``(B,)``, differentiable in the map, and each image's best
+    grid rotation ``(B, 3, 3)``: ``−T log mean_g exp(−E_g / T)``, between the best and the mean
+    misfit, whose gradient is the misfits' gradients weighted by the pose posterior
+    ``softmax(−E / T)`` (expectation over poses, as in cryoSPARC's and RELION's marginalisation,
+    instead of one hard assignment).
+
+    ``T = anneal · E_min / Q``: Gaussian noise whose variance is the best pose's residual, ``Q``
+    the band's half-plane frequencies (each two real degrees of freedom); ``anneal`` > 1 inflates
+    the noise and flattens the posterior (annealing: start soft, end near 1).
+    """
+    weights = band_weights(spectra.shape[-2], k_max, device=spectra.device)
+    targets = SearchTargets.from_half_planes(spectra, ctf, shifts_px, weights, k_max)
+    grid = _cached_grid(grid_size, fvol.data.dtype, fvol.data.device)
+    err = grid_misfits(fvol, grid, targets)  # (B, G)
+    e_min, best = err.detach().min(dim=1, keepdim=True)
+    temp = anneal * e_min.clamp_min(1e-12) / len(targets.keep)
+    soft = -temp * (torch.logsumexp(-err / temp, dim=1, keepdim=True) - math.log(len(grid)))
+    return soft.squeeze(1), grid[best.squeeze(1)]

@@ -23,7 +23,7 @@ METRIC_COLUMNS = (
     "time_s",
     "images_per_s",
     "k_max",
-    "search_won",
+    "search_gap_deg",
     "fsc05_A",
     "fsc0143_A",
     "pose_mae_deg",
@@ -110,7 +110,7 @@ class Progress:
             "time_s": self.elapsed(),
             "images_per_s": info.images_per_s,
             "k_max": info.k_max,
-            "search_won": info.search_won,
+            "search_gap_deg": info.search_gap_deg,
         }
         self.rate = info.images_per_s if self.rate is None else 0.95 * self.rate + 0.05 * info.images_per_s
         self.bar.update(1)

@@ -30,6 +30,7 @@ from .model.encoder import PoseEncoder
 from .model.losses import (
     band_weights,
     candidate_spectra,
+    chordal_to_deg,
     expand_hypotheses,
     flip_rotations,
     nearest_rotation_loss,
@@ -41,7 +42,7 @@ from .physics.ctf import ctf_half_plane
 from .physics.fourier import image_to_fourier
 from .physics.projection import slice_volume
 from .physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
-from .pose_search import search_poses
+from .pose_search import marginal_misfit
 
 __all__ = [
     "ParticleData",
@@ -112,6 +113,7 @@ class TrainConfig:
     search_grid: int = 4608  # rotations of the search's base grid (~15° apart)
     search_band: float = 0.25  # the search's band: |k| ≤ this × N (and ≤ the loss band)
     search_weight: float = 1.0  # weight of the pull of the nearest encoder head onto the searched pose
+    search_anneal: float = 10.0  # pose posterior's noise inflation at step 0, down to 1 when the search ends
     map_init: str = "uniform"
     mask_radius: float | None = None  # pixels; None: no support mask
     batchnorm: bool = False
@@ -128,7 +130,7 @@ class StepInfo:
     loss: float
     images_per_s: float
     k_max: float
-    search_won: float | None = None  # fraction of the batch whose best candidate came from the search
+    search_gap_deg: float | None = None  # mean angle from the searched pose to the nearest encoder head
 
 
 @dataclass
@@ -254,6 +256,11 @@ def searching_at(config: TrainConfig, step: int) -> bool:
     return config.poses == "encoder" and until is not None and step < until
 
 
+def search_anneal_at(config: TrainConfig, step: int) -> float:
+    """Noise inflation of the search's pose posterior: ``search_anneal`` at step 0, geometrically to 1."""
+    return config.search_anneal ** (1 - step / max(1, config.search_steps or 1))
+
+
 def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images=None, training=False):
     """``(loss, per_image (B,), winner (B,), hypotheses (B, H, 3, 3), pull (B,) or None)`` for images
     ``idx``; ``pull`` is the encoder's term towards the searched poses (training while searching).
@@ -267,18 +274,17 @@ def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images
     rots = _hypotheses(state, data, idx, images, encoder)
     if cfg.pose_grid and cfg.poses != "known":
         rots = expand_hypotheses(rots, octahedral_group(rots.dtype, rots.device))
-    pull = None
-    if training and searching_at(cfg, state.step):
-        band = min(k_max, cfg.search_band * n)
-        found = search_poses(fvol, target, ctf, shifts, band, cfg.search_grid)  # (B, 3, 3)
+    if training and searching_at(cfg, state.step):  # the map learns from the pose search alone
+        band, anneal = min(k_max, cfg.search_band * n), search_anneal_at(cfg, state.step)
+        per_image, found = marginal_misfit(fvol, target, ctf, shifts, band, cfg.search_grid, anneal)
         pull = cfg.search_weight * nearest_rotation_loss(rots, found)
-        rots = torch.cat([rots, found[:, None]], dim=1)
+        return per_image.mean(), per_image, None, rots, pull
     b, h = rots.shape[:2]
     slices = slice_volume(fvol, rots.reshape(b * h, 3, 3), radius=k_max).reshape(b, h, n, n // 2 + 1)
     symmetric = cfg.symmetric and cfg.poses != "known"
     cands = candidate_spectra(slices, symmetric, ctf, shifts)
     loss, per_image, winner = wta_loss(target, cands, band_weights(n, k_max, device=dev))
-    return loss, per_image, winner, rots, pull
+    return loss, per_image, winner, rots, None
 
 
 def _pick(rots: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
@@ -338,7 +344,7 @@ def _step(state: TrainState, data: ParticleData, images: torch.Tensor | None = N
     idx = _local_rows(state, len(data), state.step)
     k_max = k_max_at(cfg, data.box, state.step)
     t0 = time.perf_counter()
-    loss, per_image, winner, rots, pull = _batch_loss(state, data, idx, k_max, images, training=True)
+    loss, per_image, _, _, pull = _batch_loss(state, data, idx, k_max, images, training=True)
     objective = per_image if pull is None else per_image + pull
     loss = objective.mean() if par is None else objective.sum() * (par.world / cfg.batch_size)
     state.optimizer.zero_grad(set_to_none=True)
@@ -350,8 +356,8 @@ def _step(state: TrainState, data: ParticleData, images: torch.Tensor | None = N
     state.step += 1
     reported = per_image.mean().item() if par is None else par.sum(per_image.sum()).item() / cfg.batch_size
     rate = cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
-    won = None if pull is None else (winner % rots.shape[1] == rots.shape[1] - 1).float().mean().item()
-    return StepInfo(state.step, reported, rate, k_max, won)
+    gap = None if pull is None else chordal_to_deg(pull.detach() / cfg.search_weight).mean().item()
+    return StepInfo(state.step, reported, rate, k_max, gap)
 
 
 def final_poses(state: TrainState, data: ParticleData) -> torch.Tensor:

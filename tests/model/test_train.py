@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from cryoposenet.checkpoint import restore, state_payload
+from cryoposenet.model.losses import chordal_to_deg, flip_rotations
 from cryoposenet.physics.rotations import geodesic_distance
 from cryoposenet.train import (
     ParticleData,
@@ -113,18 +114,24 @@ def test_learning_rates_drop_for_the_last_steps(toy):
     assert [lr_scale_at(plain, s) for s in (0, 9)] == [1.0, 1.0]
 
 
-def test_search_adds_the_found_pose_and_pulls_the_encoder_while_the_map_is_young(toy):
+def test_the_map_learns_from_the_search_and_the_encoder_is_pulled_while_the_map_is_young(toy):
     vol, data = toy
     state = init_state(data, TrainConfig(steps=10, heads=2, search_steps=3, batch_size=8))
     with torch.no_grad():
-        state.volume.data.copy_(vol * state.scale)  # the true map: the search should find the true poses
+        state.volume.data.copy_(vol * state.scale)  # the true map: the search finds the true poses
     rows = torch.arange(8)
-    _, _, _, rots, pull = _batch_loss(state, data, rows, 6.0, training=True)
-    assert rots.shape[1] == 3  # two heads and the searched pose
-    found = torch.rad2deg(geodesic_distance(rots[:, -1], data.rotations[rows]))
-    assert found.median() < 5.0  # 16 px, band 6: a final search spacing of 3.7°
-    pull.sum().backward()
-    assert state.encoder.head.weight.grad.abs().sum() > 0
-    state.step = 3  # the search's steps are over: the encoder's heads alone
-    assert _batch_loss(state, data, rows, 6.0, training=True)[3].shape[1] == 2
+    loss, per_image, winner, rots, pull = _batch_loss(state, data, rows, 6.0, training=True)
+    assert winner is None and rots.shape[1] == 2 and pull.shape == (8,)
+    (loss + pull.mean()).backward()
+    assert state.volume.data.grad.abs().sum() > 0 and state.encoder.head.weight.grad.abs().sum() > 0
+    # on the true map the searched pose is the truth, so the pull is the heads' distance to it
+    nearest = torch.rad2deg(geodesic_distance(rots.detach(), data.rotations[rows, None].float()))
+    flip = flip_rotations(data.rotations[rows].float())[:, None]
+    flipped = torch.rad2deg(geodesic_distance(rots.detach(), flip))
+    expected = torch.minimum(nearest, flipped).min(dim=1).values
+    # the searched pose is a grid point (spacing 14.8°) within ~one spacing of the truth
+    assert (chordal_to_deg(pull.detach()) - expected).abs().max() < 20.0
+    state.step = 3  # the search's steps are over: winner-take-all over the encoder's heads
+    assert _batch_loss(state, data, rows, 6.0, training=True)[4] is None
+    state.step = 0
     assert _batch_loss(state, data, rows, 6.0, training=False)[4] is None  # prediction never searches

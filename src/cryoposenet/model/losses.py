@@ -23,6 +23,7 @@ __all__ = [
     "octahedral_group",
     "expand_hypotheses",
     "nearest_rotation_loss",
+    "chordal_to_deg",
 ]
 
 
@@ -112,3 +113,8 @@ def nearest_rotation_loss(hypotheses: torch.Tensor, target: torch.Tensor) -> tor
     targets = torch.stack([target, flip_rotations(target)], dim=1)  # (B, 2, 3, 3)
     dist = (hypotheses[:, :, None] - targets[:, None]).square().sum(dim=(-2, -1))  # (B, H, 2)
     return dist.flatten(1).min(dim=1).values
+
+
+def chordal_to_deg(squared_chordal: torch.Tensor) -> torch.Tensor:
+    """Rotation angle (degrees) from the squared chordal distance ``‖R₁ − R₂‖²_F = 4 (1 − cos θ)``."""
+    return torch.rad2deg(torch.acos((1 - squared_chordal / 4).clamp(-1.0, 1.0)))
