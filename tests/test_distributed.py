@@ -11,6 +11,7 @@ import torch
 
 from cryoposenet.distributed import DataParallel
 from cryoposenet.io import read_map, read_star
+from cryoposenet.physics.rotations import geodesic_distance, relion_angles_to_matrix
 from cryoposenet.runner import make_config, run_training
 from datasets import write_dataset
 
@@ -32,7 +33,7 @@ def _torchrun(*args: str, cwd) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 def test_two_processes_match_one_and_their_checkpoint_resumes_on_one(tmp_path):
-    write_dataset(tmp_path, n=24, m=120, snr=4.0)
+    write_dataset(tmp_path, n=16, m=72, snr=4.0)
     star = tmp_path / "p.star"
     # as the command line makes it (shares of 5 and 4); the encoder's own poses are compared: local
     # refinement against a 4-step map turns float-level map differences into tenths of a degree
@@ -44,7 +45,7 @@ def test_two_processes_match_one_and_their_checkpoint_resumes_on_one(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("wrote") == 1, two.stdout  # rank 0 alone reports (and writes)
     refined = read_star(tmp_path / "two" / "poses.star").angles_deg()  # each rank refined its share
-    assert refined.shape == (120, 3) and np.isfinite(refined).all()
+    assert refined.shape == (72, 3) and np.isfinite(refined).all()
     # the run was made with 2 processes; it continues here in one, as after moving machines
     two_config = make_config(4, batch_size=9, seed=3, refine_steps=0)
     run_training(star, tmp_path / "two", two_config, resume=True, progress=False)
@@ -52,9 +53,17 @@ def test_two_processes_match_one_and_their_checkpoint_resumes_on_one(tmp_path):
     one_rows = pd.read_csv(tmp_path / "one" / "metrics.csv")
     two_rows = pd.read_csv(tmp_path / "two" / "metrics.csv")
     assert list(two_rows["step"]) == [1, 2, 3, 4]
+    # float32 sums over the batch in another order (two shards, then gloo's all-reduce) differ in the
+    # last digits, and 4 Adam steps grow them: the maps differ by ≤ 4e-6 in L2 norm (measured, 16 and
+    # 24 px; a single voxel where the gradient is ~0 can reach 1.5e-4 of the maximum, so no max-abs
+    # bound), the encoder's poses by ≤ 0.002°, the losses not at the CSV's 6 digits. Map gradients
+    # left unaveraged over the ranks: 0.26 in L2, 7e-3 in the loss, poses 100°+ apart.
     np.testing.assert_allclose(two_rows["loss"], one_rows["loss"], rtol=1e-5)
     one_map, two_map = read_map(tmp_path / "one" / "map.mrc")[0], read_map(tmp_path / "two" / "map.mrc")[0]
-    assert np.abs(one_map - two_map).max() < 1e-4 * np.abs(one_map).max()
-    one_angles = read_star(tmp_path / "one" / "poses.star").angles_deg()
-    two_angles = read_star(tmp_path / "two" / "poses.star").angles_deg()
-    assert len(two_angles) == 120 and np.abs(one_angles - two_angles).max() < 0.05
+    assert np.linalg.norm(one_map - two_map) < 1e-4 * np.linalg.norm(one_map)
+    one_rot, two_rot = (
+        relion_angles_to_matrix(read_star(tmp_path / name / "poses.star").angles_deg())
+        for name in ("one", "two")
+    )
+    # as rotations: Euler angles jump by 360° at ±180° and are ill-defined near tilt 0
+    assert len(two_rot) == 72 and torch.rad2deg(geodesic_distance(one_rot, two_rot)).max().item() < 0.05
