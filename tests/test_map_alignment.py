@@ -17,6 +17,11 @@ def blob_map(n):
     return _blob_map(n).numpy()
 
 
+# the searches' cost goes with the voxels scored (coarse ≤ 24 px, fine ≤ 40 px): 16 px is 3.4× cheaper
+# than 24 and still aligns to 0.4–0.5° (24 px: 0.05–0.16°), correlation 0.9999 after alignment
+N = 16
+
+
 def test_downsample_keeps_low_frequencies_and_mean():
     vol = torch.as_tensor(blob_map(24))
     small = downsample(vol, 12)
@@ -26,7 +31,7 @@ def test_downsample_keeps_low_frequencies_and_mean():
 
 @pytest.mark.parametrize("mirrored", [False, True])
 def test_maps_align_without_poses_incl_mirror(mirrored):
-    vol = blob_map(24)
+    vol = blob_map(N)
     g = random_rotations(1, torch.Generator().manual_seed(11)).numpy()[0]
     est = resample(vol, g @ MIRROR if mirrored else g)
     al, score = align_maps(est, vol, n_rotations=1500)
@@ -36,7 +41,7 @@ def test_maps_align_without_poses_incl_mirror(mirrored):
 
 
 def test_evaluate_maps_only_reports_resolution_and_handedness(tmp_path, capsys):
-    vol = blob_map(24)
+    vol = blob_map(N)
     g = random_rotations(1, torch.Generator().manual_seed(3)).numpy()[0]
     write_map(tmp_path / "ref.mrc", vol.astype(np.float32), 2.0)
     write_map(tmp_path / "est.mrc", resample(vol, g @ MIRROR).astype(np.float32), 2.0)
