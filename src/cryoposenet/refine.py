@@ -9,6 +9,11 @@ half band; docs/training.md). Images are independent, so a
 chunk of images is one batched problem; each image keeps the rotation of its lowest misfit seen, so
 refinement never makes an image's fit worse. Cost: ``steps`` slice-and-backward passes per image,
 about ``steps`` times a forward pass, and still independent of how many particles there are.
+
+Before the local steps each image's start is the better fit of the given pose and a global pose
+search's best (:mod:`cryoposenet.pose_search`, on the same band): the encoder's few gross errors
+(another basin, tens of degrees off) are replaced, which local steps cannot do. Cost: the grid's
+slices once per chunk of images, and 81 slices per image for the search's local levels.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from .data import read_chunks
 from .model.losses import band_weights, candidate_spectra, wta_loss
 from .physics.projection import slice_volume
 from .physics.rotations import expmap_to_quaternion, quaternion_to_matrix
+from .pose_search import SearchTargets, candidate_misfits, global_search, so3_grid
 from .train import ParticleData, TrainState, batch_targets, eval_mode
 
 __all__ = ["refine_poses", "REFINE_STEPS", "REFINE_LR"]
@@ -56,6 +62,14 @@ def _refine_chunk(fvol, start, target, ctf, shifts, weights, steps: int, lr: flo
     return best
 
 
+@torch.no_grad()
+def _better_of_search(fvol, start: torch.Tensor, targets: SearchTargets, grid: torch.Tensor) -> torch.Tensor:
+    """Per image ``(B, 3, 3)``: ``start`` or the global search's best pose, whichever fits better."""
+    found, found_err = global_search(fvol, targets, grid, top=1, levels=3)
+    start_err = candidate_misfits(fvol, start[:, None], targets)[:, 0]
+    return torch.where((found_err[:, 0] < start_err)[:, None, None], found[:, 0], start)
+
+
 def refine_poses(
     state: TrainState,
     data: ParticleData,
@@ -65,18 +79,28 @@ def refine_poses(
     lr: float = REFINE_LR,
     batch_size: int = 256,
     k_max: float | None = None,
+    search: bool = True,
 ) -> torch.Tensor:
     """Rotations ``(R, 3, 3)`` for the images ``rows`` (default all) of ``data``, refined from
     ``rotations`` ``(R, 3, 3)`` (e.g. :func:`cryoposenet.train.predict_poses`) against the map,
-    on the band ``|k| ≤ k_max`` cycles per box (default ``N/4``, half of Nyquist)."""
+    on the band ``|k| ≤ k_max`` cycles per box (default ``N/4``, half of Nyquist).
+
+    With ``search`` (and ``steps`` > 0) each image starts from the better fit of its given pose and
+    a global search's (:func:`cryoposenet.pose_search.global_search`, same band): an encoder answer
+    in the wrong basin is replaced rather than polished."""
     dev = state.config.device
     rows = torch.arange(len(data)) if rows is None else rows
     with torch.no_grad(), eval_mode(state.volume):
         fvol = state.volume()
-    weights = band_weights(data.box, data.box / 4 if k_max is None else k_max, device=dev)
+    band = data.box / 4 if k_max is None else k_max
+    weights = band_weights(data.box, band, device=dev)
+    grid = so3_grid(state.config.search_grid).to(dev) if search and steps > 0 else None
     out = []
     for positions, images in read_chunks(data.images, rows, batch_size, dev.startswith("cuda")):
         _, target, ctf, shifts = batch_targets(state, data, rows[positions], images)
         start = rotations[positions].to(dev, torch.float32)
+        if grid is not None:
+            targets = SearchTargets.from_half_planes(target, ctf, shifts, weights, band)
+            start = _better_of_search(fvol, start, targets, grid)
         out.append(_refine_chunk(fvol, start, target, ctf, shifts, weights, steps, lr).cpu())
     return torch.cat(out) if out else torch.empty(0, 3, 3)

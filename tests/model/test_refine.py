@@ -35,6 +35,17 @@ def test_poses_six_degrees_off_are_pulled_back(toy, known_state):
     assert after.mean() < 2.0 and after.median() < 1.5
 
 
+def test_poses_in_another_basin_are_replaced_by_the_search(toy, known_state):
+    _, data = toy
+    true = data.rotations[:64].float()
+    start = _turned(true, 90.0, seed=4)  # far outside the local basin
+    local = refine_poses(known_state, data, start, rows=torch.arange(64), steps=40, search=False)
+    refined = refine_poses(known_state, data, start, rows=torch.arange(64), steps=40)
+    assert torch.rad2deg(geodesic_distance(local, true)).median() > 30.0  # local steps alone stay lost
+    after = torch.rad2deg(geodesic_distance(refined, true))
+    assert after.mean() < 2.0 and after.median() < 1.5  # as from 6° off: the search found the basin
+
+
 def test_exact_poses_stay_and_no_steps_is_identity(toy, known_state):
     _, data = toy
     true = data.rotations[:32].float()
