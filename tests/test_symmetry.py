@@ -42,11 +42,11 @@ def test_symmetric_poses_render_the_same_image():
 
 
 def test_detect_symmetry_finds_the_twofold_and_not_a_false_one():
-    group, info = detect_symmetry(c2_map())
+    group, info = detect_symmetry(c2_map(16))  # 16 px: 2.8 s CPU (24 px: 10 s), 2-fold within 0.11°
     assert group is not None and len(group) == 2 and info["order"] == 2
     assert pose_errors_deg(group[1:], TWOFOLD[None])[0] < 3.0
-    assert abs(info["angle_deg"] - 180) < 3 and info["correlation"] > 0.95
-    assert detect_symmetry(blob_map(24).numpy())[0] is None
+    assert abs(info["angle_deg"] - 180) < 3 and info["correlation"] > 0.95  # measured 0.998
+    assert detect_symmetry(blob_map(16).numpy())[0] is None  # best self-correlation 0.909 < 0.92
 
 
 def test_symmetric_alignment_recovers_rotation_mirror_and_branches():

@@ -19,7 +19,9 @@ def test_matches_reference_projector(small_atoms):
     fast = project_rotated(vol, rots)
     assert (fast - ref).abs().max() <= 1e-5 * ref.abs().max()
     full = torch.randn(20, 20, 20, generator=torch.Generator().manual_seed(1))  # no crop possible
-    np.testing.assert_allclose(project_rotated(full, rots), project_real_space(full, rots), atol=1e-4)
+    # float32 ray sums of 20 voxels: n·eps ≈ 2.4e-6 of the largest value (measured 1.9e-6)
+    ref = project_real_space(full, rots)
+    np.testing.assert_allclose(project_rotated(full, rots), ref, atol=1e-5 * ref.abs().max().item())
 
 
 def _centroid(img: torch.Tensor) -> torch.Tensor:
