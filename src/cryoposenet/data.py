@@ -2,25 +2,42 @@
 
 :class:`StackImages` stands where :class:`~cryoposenet.train.ParticleData` holds an image tensor:
 ``images[idx]`` reads just those rows from the stack files, checks them, and returns a tensor, so
-training never loads a stack whole. :class:`Prefetcher` reads the next batch in a background
-thread while the current step computes (batches are seeded per step, so the next one is known).
+training never loads a stack whole. The rows are Fourier-cropped to the training box and their
+contrast inverted on the way (the stack on disk is never rewritten). :class:`Prefetcher` reads
+the next batch in a background thread while the current step computes (batches are seeded per
+step, so the next one is known). :func:`read_chunks` is the one loop over all particles (final
+poses, refinement, predict, the full-size map); inside :func:`pass_progress` it advances a
+progress bar (images, images/s, time left) after each chunk its caller has processed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Generic, TypeVar
 
 import torch
 
 from .errors import InputError
 from .io.particles import ParticleStack
+from .physics.fourier_crop import cropped_apix, fourier_crop
 
-__all__ = ["StackImages", "Prefetcher", "read_batch", "read_chunks", "sample_images", "SAMPLE_IMAGES"]
+__all__ = [
+    "StackImages",
+    "Prefetcher",
+    "read_batch",
+    "read_chunks",
+    "pass_progress",
+    "sample_images",
+    "sample_rows",
+    "SAMPLE_IMAGES",
+]
 
 SAMPLE_IMAGES = 2000  # images that set the data scale (and are checked before training starts)
 T = TypeVar("T")
+_PASS_BAR: ContextVar = ContextVar("cryoposenet_pass_bar", default=None)
 
 
 class StackImages:
@@ -28,11 +45,19 @@ class StackImages:
 
     ``images[idx]`` (``idx`` a 1-D integer tensor or array) reads those rows and returns a
     ``(len(idx), N, N)`` tensor; a row holding NaN or Inf is an :class:`InputError` naming it.
+    ``box``: Fourier-crop the rows to ``box`` pixels (default: the stack's own box), so ``N`` is
+    ``box`` and :attr:`apix` the cropped pixel size; ``invert``: multiply them by −1.
     """
 
-    def __init__(self, stack: ParticleStack):
+    def __init__(self, stack: ParticleStack, box: int | None = None, invert: bool = False):
         self.stack = stack
-        self.shape = (len(stack), stack.box, stack.box)
+        self.box = stack.box if box is None else int(box)
+        if not 0 < self.box <= stack.box:
+            message = f"--box {self.box} must be between 1 and the particles' box, {stack.box} px"
+            raise InputError(message, stack.table.source)
+        self.invert = bool(invert)
+        self.apix = cropped_apix(stack.apix, stack.box, self.box)
+        self.shape = (len(stack), self.box, self.box)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -46,7 +71,8 @@ class StackImages:
             names = self.stack.table.particles["rlnImageName"].iloc[bad[:3]].tolist()
             message = f"images contain NaN or Inf ({len(bad)} in a batch, e.g. {', '.join(names)})"
             raise InputError(message, self.stack.table.source)
-        return images
+        images = fourier_crop(images, self.box)
+        return images.neg_() if self.invert else images
 
 
 def sample_images(images, count: int = SAMPLE_IMAGES, seed: int = 0) -> torch.Tensor:
@@ -55,12 +81,14 @@ def sample_images(images, count: int = SAMPLE_IMAGES, seed: int = 0) -> torch.Te
     Sets the data scale at the start of training from a bounded read; with a stack source it also
     checks those images (NaN/Inf) before anything is written.
     """
-    m = len(images)
+    return images[sample_rows(len(images), count, seed)]
+
+
+def sample_rows(m: int, count: int = SAMPLE_IMAGES, seed: int = 0) -> torch.Tensor:
+    """Sorted rows ``(≤count,)`` of ``m``: all of a small set, else a seeded random subset."""
     if m <= count:
-        rows = torch.arange(m)
-    else:
-        rows = torch.randperm(m, generator=torch.Generator().manual_seed(seed))[:count].sort().values
-    return images[rows]
+        return torch.arange(m)
+    return torch.randperm(m, generator=torch.Generator().manual_seed(seed))[:count].sort().values
 
 
 class Prefetcher(Generic[T]):
@@ -103,12 +131,40 @@ def read_batch(images, rows: torch.Tensor, pin: bool = False) -> torch.Tensor:
 
 
 def read_chunks(
-    images, rows: torch.Tensor, batch_size: int, pin: bool = False
+    images,
+    rows: torch.Tensor,
+    batch_size: int,
+    pin: bool = False,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(positions, images)`` for consecutive chunks of ``rows`` ``(R,)``: ``positions`` index
     ``rows``, ``images`` are ``images[rows[positions]]``; the next chunk is read in a background
-    thread while the caller works on the current one."""
+    thread while the caller works on the current one.
+
+    ``on_chunk(count)`` is called once the caller has finished with a chunk of ``count`` images
+    (when it asks for the next one); by default that advances the bar of an enclosing
+    :func:`pass_progress`, if any.
+    """
+    if on_chunk is None and (bar := _PASS_BAR.get()) is not None:
+        on_chunk = bar.update
     chunks = list(torch.arange(len(rows)).split(batch_size))
     with Prefetcher(lambda k: read_batch(images, rows[chunks[k]], pin)) as loader:
         for k, positions in enumerate(chunks):
             yield positions, loader.get(k, k + 1 if k + 1 < len(chunks) else None)
+            if on_chunk is not None:
+                on_chunk(len(positions))
+
+
+@contextmanager
+def pass_progress(desc: str, total: int, show: bool = True) -> Iterator:
+    """A tqdm bar (images, images/s, time left) that every :func:`read_chunks` loop inside the block
+    advances: a pass over all particles shows its progress without its code knowing of the bar."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not show, smoothing=0.1)
+    token = _PASS_BAR.set(bar)
+    try:
+        yield bar
+    finally:
+        _PASS_BAR.reset(token)
+        bar.close()
