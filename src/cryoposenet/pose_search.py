@@ -168,23 +168,34 @@ def search_poses(
 
 
 def marginal_misfit(
-    fvol: FourierVolume, spectra, ctf, shifts_px, k_max: float, grid_size: int = 4608, anneal: float = 1.0
+    fvol: FourierVolume,
+    spectra,
+    ctf,
+    shifts_px,
+    k_max: float,
+    grid_size: int = 4608,
+    anneal: float = 1.0,
+    top: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft-min misfit over the whole grid ``(B,)``, differentiable in the map, and each image's best
-    grid rotation ``(B, 3, 3)``: ``−T log mean_g exp(−E_g / T)``, between the best and the mean
-    misfit, whose gradient is the misfits' gradients weighted by the pose posterior
-    ``softmax(−E / T)`` (expectation over poses, as in cryoSPARC's and RELION's marginalisation,
-    instead of one hard assignment).
+    """Soft-min misfit ``(B,)`` over each image's ``top`` best grid poses, differentiable in the
+    map, and each image's best grid rotation ``(B, 3, 3)``: ``−T log mean_k exp(−E_k / T)``,
+    between the best and the mean of those misfits, whose gradient is the misfits' gradients
+    weighted by the pose posterior ``softmax(−E / T)`` (expectation over the significant poses, as
+    in cryoSPARC's and RELION's marginalisation, rather than one hard assignment).
 
     ``T = anneal · E_min / Q``: Gaussian noise whose variance is the best pose's residual, ``Q``
     the band's half-plane frequencies (each two real degrees of freedom); ``anneal`` > 1 inflates
-    the noise and flattens the posterior (annealing: start soft, end near 1).
+    the noise and flattens the posterior (annealing: start soft, end near 1). The whole grid is
+    scored without gradient; only the ``top`` poses per image are rendered again with it.
     """
     weights = band_weights(spectra.shape[-2], k_max, device=spectra.device)
     targets = SearchTargets.from_half_planes(spectra, ctf, shifts_px, weights, k_max)
     grid = _cached_grid(grid_size, fvol.data.dtype, fvol.data.device)
-    err = grid_misfits(fvol, grid, targets)  # (B, G)
-    e_min, best = err.detach().min(dim=1, keepdim=True)
+    fixed = FourierVolume(fvol.data.detach(), fvol.n, fvol.oversample)
+    with torch.no_grad():
+        _, poses = _best(grid_misfits(fixed, grid, targets), grid.expand(len(spectra), *grid.shape), top)
+    err = candidate_misfits(fvol, poses, targets)  # (B, top), best first
+    e_min = err.detach()[:, :1]
     temp = anneal * e_min.clamp_min(1e-12) / len(targets.keep)
-    soft = -temp * (torch.logsumexp(-err / temp, dim=1, keepdim=True) - math.log(len(grid)))
-    return soft.squeeze(1), grid[best.squeeze(1)]
+    soft = -temp * (torch.logsumexp(-err / temp, dim=1, keepdim=True) - math.log(err.shape[1]))
+    return soft.squeeze(1), poses[:, 0]

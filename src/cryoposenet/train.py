@@ -114,6 +114,7 @@ class TrainConfig:
     search_band: float = 0.25  # the search's band: |k| ≤ this × N (and ≤ the loss band)
     search_weight: float = 1.0  # weight of the pull of the nearest encoder head onto the searched pose
     search_anneal: float = 10.0  # pose posterior's noise inflation at step 0, down to 1 when the search ends
+    search_top: int = 16  # grid poses per image in the pose posterior (the rest weigh nothing)
     map_init: str = "uniform"
     mask_radius: float | None = None  # pixels; None: no support mask
     batchnorm: bool = False
@@ -276,7 +277,9 @@ def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images
         rots = expand_hypotheses(rots, octahedral_group(rots.dtype, rots.device))
     if training and searching_at(cfg, state.step):  # the map learns from the pose search alone
         band, anneal = min(k_max, cfg.search_band * n), search_anneal_at(cfg, state.step)
-        per_image, found = marginal_misfit(fvol, target, ctf, shifts, band, cfg.search_grid, anneal)
+        per_image, found = marginal_misfit(
+            fvol, target, ctf, shifts, band, cfg.search_grid, anneal, cfg.search_top
+        )
         pull = cfg.search_weight * nearest_rotation_loss(rots, found)
         return per_image.mean(), per_image, None, rots, pull
     b, h = rots.shape[:2]
