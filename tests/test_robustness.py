@@ -317,10 +317,3 @@ def test_diverging_run_stops_with_one_line_and_no_nan_checkpoint(good, tmp_path,
         payload = torch.load(out / "checkpoint.pt", weights_only=False)
         for tensor in [*payload["volume"].values(), *payload["encoder"].values()]:
             assert torch.isfinite(tensor).all()
-
-
-def test_box_the_encoder_cannot_take_is_bad_input(tmp_path, capsys):
-    write_dataset(tmp_path, n=20, m=10, snr=None)
-    expect_one_line_exit_2(
-        capsys, train_argv(tmp_path / "p.star", tmp_path / "o"), "multiple of 8", out=tmp_path / "o"
-    )

@@ -104,6 +104,25 @@ def _add_refine_steps(p) -> None:
     )
 
 
+def _add_invert(p) -> None:
+    sign = p.add_mutually_exclusive_group()
+    sign.add_argument(
+        "--invert",
+        dest="invert",
+        action="store_const",
+        const=True,
+        default=None,
+        help="multiply the images by -1 (dark particles on a light background)",
+    )
+    sign.add_argument(
+        "--no-invert",
+        dest="invert",
+        action="store_const",
+        const=False,
+        help="use the images as stored (default: the contrast sign is detected and reported)",
+    )
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="ab initio reconstruction (CryoPoseNet)")
     p.add_argument("star", help="particle STAR file")
@@ -118,6 +137,21 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--force", action="store_true", help="overwrite an output folder holding another run")
     p.add_argument("--checkpoint-every", type=_positive_int, default=None, help="steps between checkpoints")
+    p.add_argument(
+        "--box",
+        type=_positive_int,
+        default=None,
+        help="training box in pixels: particles are Fourier-cropped to it on the fly "
+        "(default: their own box up to 128 px, else 128; printed)",
+    )
+    p.add_argument(
+        "--shifts",
+        choices=("search", "known", "none"),
+        default=None,
+        help="particle translations: searched, the STAR file's origins, or none "
+        "(default: known when the STAR file has origins, else search)",
+    )
+    _add_invert(p)
     _add_refine_steps(p)
     _common(p, out_default="run")
 
@@ -150,8 +184,9 @@ def _add_evaluate(sub) -> None:
 def _add_backproject(sub) -> None:
     p = sub.add_parser("backproject", help="map from given poses, half maps and FSC")
     p.add_argument("star", help="particle STAR file")
-    p.add_argument("--poses", help="STAR file whose angles replace the input's")
+    p.add_argument("--poses", help="STAR file whose angles (and origins, if it has them) replace the input's")
     p.add_argument("--datadir", help="folder that rlnImageName paths are relative to")
+    _add_invert(p)
     _common(p, out_default="backproject")
 
 

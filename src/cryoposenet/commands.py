@@ -73,6 +73,9 @@ def train(args: Namespace) -> None:
         resume=args.resume,
         force=args.force,
         checkpoint_every=args.checkpoint_every,
+        box=args.box,
+        shifts=args.shifts,
+        invert=args.invert,
     )
     if result.get("rank"):  # under torchrun only rank 0 writes and reports
         return
@@ -81,6 +84,12 @@ def train(args: Namespace) -> None:
     print(
         f"{result['steps']} steps in {result['time_s']:.0f} s{figures}; wrote {args.out}/map.mrc, poses.star"
     )
+    if "full" in result:
+        full = result["full"]
+        print(
+            f"full-size map of {full['n_images']} images: half-map FSC 0.143 {full['fsc0143_A']:.2f} Å, "
+            f"0.5 {full['fsc05_A']:.2f} Å; wrote {args.out}/full/map.mrc, half1.mrc, half2.mrc, fsc.csv"
+        )
 
 
 def predict(args: Namespace) -> None:
@@ -114,7 +123,10 @@ def evaluate(args: Namespace) -> None:
 def backproject(args: Namespace) -> None:
     from .reconstruct import run_backprojection
 
-    result = run_backprojection(args.star, args.out, poses=args.poses, datadir=args.datadir, seed=args.seed)
+    result = run_backprojection(
+        args.star, args.out, poses=args.poses, datadir=args.datadir, seed=args.seed, invert=args.invert
+    )
+    print(f"contrast: {result['contrast']}")
     print(
         f"{result['n_images']} images; half-map FSC 0.143: {result['fsc0143_A']:.2f} Å, "
         f"0.5: {result['fsc05_A']:.2f} Å; wrote {args.out}/map.mrc, half1.mrc, half2.mrc, fsc.csv"

@@ -13,9 +13,12 @@ import copy
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
+from .data import StackImages, pass_progress, read_chunks
 from .errors import InputError
+from .inputs import contrast_setting
 from .io.atomic import write_text_atomic
 from .io.mrc import write_map
 from .io.particles import load_particles
@@ -26,7 +29,16 @@ from .physics.fourier import centre_crop, centre_pad, half_plane_freqs, image_to
 from .physics.imaging import origin_to_translation
 from .physics.rotations import relion_angles_to_matrix
 
-__all__ = ["FourierAccumulator", "backproject_rows", "poses_for_table", "write_fsc_csv", "run_backprojection"]
+__all__ = [
+    "FourierAccumulator",
+    "split_halves",
+    "backproject_halves",
+    "write_half_maps",
+    "poses_for_table",
+    "origins_for_table",
+    "write_fsc_csv",
+    "run_backprojection",
+]
 
 
 class FourierAccumulator:
@@ -95,6 +107,12 @@ class FourierAccumulator:
             num.index_add_(0, flat, vals * w[:, None])
             den.index_add_(0, flat, weight * w)
 
+    def absorb(self, other: FourierAccumulator) -> None:
+        """Add ``other``'s insertions into this accumulator, in place."""
+        self.num += other.num
+        self.den += other.den
+        self.count += other.count
+
     def __add__(self, other: FourierAccumulator) -> FourierAccumulator:
         """The accumulator of both image sets (e.g. two half sets into the full map)."""
         both = copy.copy(self)
@@ -124,35 +142,64 @@ class FourierAccumulator:
         return vol / (w[:, None, None] * w[None, :, None] * w[None, None, :])
 
 
-def _param_rows(params: dict, rows) -> dict:
-    return {k: torch.as_tensor(v[rows]) for k, v in params.items()}
+def split_halves(m: int, seed: int = 0) -> list[np.ndarray]:
+    """Two random, disjoint, sorted halves of ``range(m)`` (gold-standard half sets), seeded."""
+    order = np.random.default_rng(seed).permutation(m)
+    return [np.sort(order[: m // 2]), np.sort(order[m // 2 :])]
 
 
-def backproject_rows(
-    stack,
-    rows,
+def backproject_halves(
+    images,
     rotations: torch.Tensor,
-    origins_A,
-    ctf_params: dict | None,
-    batch_size: int = 256,
-    oversample: int = 2,
-    progress=None,
-) -> FourierAccumulator:
-    """Insert the images ``rows`` of a :class:`~cryoposenet.io.ParticleStack` into an accumulator.
+    translations_px: torch.Tensor | None,
+    ctf: dict | None,
+    apix: float,
+    seed: int = 0,
+    batch_size: int = 64,
+    dtype=torch.float64,
+    desc: str = "backproject",
+    show: bool = True,
+) -> list[FourierAccumulator]:
+    """Accumulators of two random half sets of ``images`` (a tensor or a row source such as
+    :class:`~cryoposenet.data.StackImages`), read in chunks a chunk ahead with one progress bar.
 
-    ``rotations`` ``(M, 3, 3)`` and ``origins_A`` ``(M, 2)`` and ``ctf_params`` (arrays ``(M,)``)
-    are indexed by particle row like the stack.
+    ``rotations`` ``(M, 3, 3)``, ``translations_px`` ``(M, 2)`` (image pixels, or None) and ``ctf``
+    (``(M,)`` arrays per :func:`~cryoposenet.physics.ctf.ctf_2d` parameter, or None) are per row.
     """
-    acc = FourierAccumulator(stack.box, stack.apix, oversample=oversample)
-    origins = torch.as_tensor(origins_A, dtype=torch.float64)
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        images = torch.from_numpy(stack[chunk])
-        ctf = _param_rows(ctf_params, chunk) if ctf_params is not None else None
-        acc.insert(images, rotations[chunk], ctf, origin_to_translation(origins[chunk], stack.apix))
-        if progress is not None:
-            progress.update(len(chunk))
-    return acc
+    accs = []
+    with pass_progress(desc, len(images), show):
+        for half in split_halves(len(images), seed):
+            acc = FourierAccumulator(images.shape[-1], apix, dtype=dtype)
+            rows = torch.from_numpy(half)
+            for positions, batch in read_chunks(images, rows, batch_size):
+                r = rows[positions]
+                params = {k: torch.as_tensor(v)[r] for k, v in ctf.items()} if ctf is not None else None
+                shifts = None if translations_px is None else torch.as_tensor(translations_px)[r]
+                acc.insert(batch, torch.as_tensor(rotations)[r], params, shifts)
+            accs.append(acc)
+    return accs
+
+
+def write_half_maps(out_dir, accs: list[FourierAccumulator], wiener: float = 1e-2) -> dict:
+    """``half1.mrc``, ``half2.mrc``, ``map.mrc`` (both halves) and ``fsc.csv`` into ``out_dir``;
+    returns ``{"fsc0143_A", "fsc05_A", "n_images"}`` (half-map FSC). The second accumulator is
+    folded into the first (memory: two accumulators at a time)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    first, second = accs
+    n, apix, count = first.n, first.apix, first.count + second.count
+    maps = [a.volume(wiener).numpy() for a in accs]
+    first.absorb(second)
+    full = first.volume(wiener).numpy()
+    for name, vol in (("half1.mrc", maps[0]), ("half2.mrc", maps[1]), ("map.mrc", full)):
+        write_map(out / name, vol.astype(np.float32), apix)
+    curve = fsc(maps[0], maps[1])
+    write_fsc_csv(out / "fsc.csv", curve, n, apix)
+    return {
+        "fsc0143_A": resolution_at(curve, 0.143, n, apix),
+        "fsc05_A": resolution_at(curve, 0.5, n, apix),
+        "n_images": count,
+    }
 
 
 def poses_for_table(table, poses_table) -> np.ndarray:
@@ -179,38 +226,47 @@ def write_fsc_csv(path, curve: np.ndarray, n: int, apix: float) -> None:
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
+def origins_for_table(table, poses_table) -> np.ndarray:
+    """RELION origins ``(M, 2)`` in Å for ``table``'s rows: ``poses_table``'s (by rlnImageName)
+    when it has origin columns (a run's learned shifts), else ``table``'s own."""
+    if not poses_table.has_origins:
+        return table.origins_A()
+    found = pd.DataFrame(poses_table.origins_A(), columns=["x", "y"])
+    found["rlnImageName"] = poses_table.particles["rlnImageName"].to_numpy()
+    joined = table.particles[["rlnImageName"]].merge(found.drop_duplicates("rlnImageName"), how="left")
+    return joined[["x", "y"]].fillna(0.0).to_numpy(dtype=np.float64, copy=True)
+
+
 def run_backprojection(
-    star, out_dir, poses=None, datadir=None, seed: int = 0, wiener: float = 1e-2, progress: bool = True
+    star,
+    out_dir,
+    poses=None,
+    datadir=None,
+    seed: int = 0,
+    wiener: float = 1e-2,
+    progress: bool = True,
+    invert: bool | None = None,
 ) -> dict:
     """Half maps, full map and half-map FSC of a particle set; writes SPEC.md's backproject files.
 
-    Returns ``{"fsc0143_A", "fsc05_A", "n_images"}`` (gold-standard: half-map FSC).
+    Angles (and origins, when it has them) come from ``poses`` if given, else from ``star``.
+    ``invert``: images × −1 (None: detected, as ``train`` does; a dark stack is inverted).
+    Returns ``{"fsc0143_A", "fsc05_A", "n_images", "contrast"}`` (gold-standard: half-map FSC).
     """
-    from tqdm import tqdm
-
     stack = load_particles(star, datadir=datadir)
     table = stack.table
-    angles = poses_for_table(table, read_star(poses)) if poses is not None else None
+    poses_table = read_star(poses) if poses is not None else None
+    angles = poses_for_table(table, poses_table) if poses_table is not None else None
     if angles is None:
         if not table.has_angles:
             raise InputError("no angles: give --poses or a STAR file with rlnAngleRot/Tilt/Psi", star)
         angles = table.angles_deg()
+    origins = origins_for_table(table, poses_table) if poses_table is not None else table.origins_A()
+    invert, contrast = contrast_setting(stack, stack.box, invert)
+    images = StackImages(stack, invert=invert)
+    translations = origin_to_translation(torch.as_tensor(origins), stack.apix)
     rotations = relion_angles_to_matrix(angles)
     ctf = table.ctf_params() if table.has_ctf else None
-    order = np.random.default_rng(seed).permutation(len(stack))
-    halves = [np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])]
-    bar = tqdm(total=len(stack), desc="backproject", unit="img", disable=not progress)
-    accs = [backproject_rows(stack, h, rotations, table.origins_A(), ctf, progress=bar) for h in halves]
-    bar.close()
-    maps = [a.volume(wiener).numpy() for a in accs]
-    full = (accs[0] + accs[1]).volume(wiener).numpy()
-    out = Path(out_dir)
-    for name, vol in (("half1.mrc", maps[0]), ("half2.mrc", maps[1]), ("map.mrc", full)):
-        write_map(out / name, vol.astype(np.float32), stack.apix)
-    curve = fsc(maps[0], maps[1])
-    write_fsc_csv(out / "fsc.csv", curve, stack.box, stack.apix)
-    return {
-        "fsc0143_A": resolution_at(curve, 0.143, stack.box, stack.apix),
-        "fsc05_A": resolution_at(curve, 0.5, stack.box, stack.apix),
-        "n_images": len(stack),
-    }
+    accs = backproject_halves(images, rotations, translations, ctf, stack.apix, seed, show=progress)
+    figures = write_half_maps(out_dir, accs, wiener)
+    return {**figures, "contrast": f"{contrast}; images {'inverted' if invert else 'as stored'}"}

@@ -19,20 +19,31 @@ import yaml
 
 from . import __version__, distributed
 from .checkpoint import load_checkpoint, read_checkpoint
-from .data import StackImages
+from .data import StackImages, pass_progress
 from .distributed import DataParallel
 from .errors import InputError
 from .evaluation import detect_symmetry, evaluate_maps
+from .inputs import (
+    DataSettings,
+    check_resumed,
+    origins_out_A,
+    particle_data,
+    reference_at,
+    resolve_settings,
+    settings_from_config,
+)
 from .io.atomic import write_text_atomic
 from .io.mrc import read_map, write_map
 from .io.particles import ParticleStack, load_particles, optics_for
 from .io.star import ParticleTable, write_star
 from .metrics import align_rotations
+from .physics.fourier_crop import cropped_apix
 from .physics.imaging import origin_to_translation
-from .physics.rotations import matrix_to_relion_angles, relion_angles_to_matrix
+from .physics.rotations import matrix_to_relion_angles
 from .progress import MetricsLog, Progress, stop_on_signals
+from .reconstruct import backproject_halves, write_half_maps
 from .refine import REFINE_STEPS, refine_poses
-from .train import ParticleData, TrainConfig, TrainResult, TrainState, init_state, predict_poses, train
+from .train import ParticleData, TrainConfig, TrainState, final_poses, init_state, predict_poses, train
 
 __all__ = [
     "make_config",
@@ -77,39 +88,29 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def particle_data(stack: ParticleStack) -> ParticleData:
-    """A stack's per-particle parameters as :class:`ParticleData` tensors; images stay in the files.
-
-    The images are a :class:`~cryoposenet.data.StackImages`: training reads batches from the
-    stack files (checking each for NaN/Inf), so memory does not grow with the number of particles.
-    """
-    table = stack.table
-    ctf = (
-        {k: torch.as_tensor(v, dtype=torch.float32) for k, v in table.ctf_params().items()}
-        if table.has_ctf
-        else None
-    )
-    origins = torch.as_tensor(table.origins_A(), dtype=torch.float32)
-    rotations = relion_angles_to_matrix(table.angles_deg()).float() if table.has_angles else None
-    translations = origin_to_translation(origins, stack.apix)
-    return ParticleData(StackImages(stack), stack.apix, ctf, translations, rotations)
-
-
 def _subset(data: ParticleData, idx: torch.Tensor) -> ParticleData:
     pick = lambda x: None if x is None else x[idx]  # noqa: E731
     ctf = {k: v[idx] for k, v in data.ctf.items()} if data.ctf is not None else None
     return ParticleData(data.images[idx], data.apix, ctf, pick(data.translations_px), pick(data.rotations))
 
 
-def write_poses_star(path, table: ParticleTable, rotations: torch.Tensor, apix: float, box: int) -> None:
-    """The input particle rows, every column kept, angles replaced by ``rotations``; RELION 3.1."""
+def write_poses_star(
+    path, table: ParticleTable, rotations: torch.Tensor, apix: float, box: int, origins_A=None
+) -> None:
+    """The input particle rows, every column kept, angles replaced by ``rotations``; RELION 3.1.
+
+    ``origins_A`` ``(M, 2)``: RELION origins in Å to write (default: the input's, 3.0 pixel
+    origins converted to Å).
+    """
     parts = table.particles[table.original_columns].copy()
     angles = matrix_to_relion_angles(rotations.double()).numpy()
     parts["rlnAngleRot"], parts["rlnAngleTilt"], parts["rlnAnglePsi"] = angles.T
-    if "rlnOriginX" in parts and "rlnOriginXAngst" not in parts:  # 3.0 pixels → 3.1 Å
-        origins = table.origins_A()
+    has_pixels = "rlnOriginX" in parts and "rlnOriginXAngst" not in parts
+    if origins_A is None and has_pixels:  # 3.0 pixels → 3.1 Å
+        origins_A = table.origins_A()
+    if origins_A is not None:
         parts = parts.drop(columns=[c for c in ("rlnOriginX", "rlnOriginY") if c in parts])
-        parts["rlnOriginXAngst"], parts["rlnOriginYAngst"] = origins.T
+        parts["rlnOriginXAngst"], parts["rlnOriginYAngst"] = np.asarray(origins_A, dtype=np.float64).T
     write_star(path, parts, optics_for(table, apix, box))
 
 
@@ -121,15 +122,15 @@ def _check_out_dir(out: Path, resume: bool, force: bool) -> None:
         raise InputError("output folder holds another run; use --resume to continue it or --force", out)
 
 
-def _evaluator(data: ParticleData, ref_path, apix: float):
+def _evaluator(data: ParticleData, ref_path, settings: DataSettings):
     """A function ``state -> dict`` of FSC resolution and pose error against ground truth.
 
-    With a (pseudo-)symmetric reference the symmetry-aware errors are logged too and the map is
-    aligned by them (see :mod:`cryoposenet.evaluation`).
+    The reference is taken at the training box (Fourier-cropped from the particles' box). With a
+    (pseudo-)symmetric reference the symmetry-aware errors are logged too and the map is aligned
+    by them (see :mod:`cryoposenet.evaluation`).
     """
-    reference, _ = read_map(ref_path)
-    if reference.shape[-1] != data.images.shape[-1]:
-        raise InputError(f"reference box {reference.shape[-1]} differs from the images'", ref_path)
+    reference = reference_at(read_map(ref_path)[0], settings, ref_path)
+    apix = settings.apix
     # Detected at the first evaluation: ranks other than 0 under torchrun build this evaluator
     # (it checks --ref) but never call it.
     symmetry = functools.cache(lambda: detect_symmetry(reference)[0])
@@ -164,6 +165,12 @@ def _write_config(out: Path, star, config: TrainConfig, **settings) -> None:
     write_text_atomic(out / "config.yaml", yaml.safe_dump(doc, sort_keys=False))
 
 
+def _read_config(folder: Path) -> dict:
+    """A run folder's ``config.yaml`` (empty when it has none)."""
+    path = folder / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
 def _fresh_state(data: ParticleData, config: TrainConfig, star) -> TrainState:
     """A new model for ``data``; a setting the model cannot take is bad input, named in one line."""
     try:
@@ -172,18 +179,29 @@ def _fresh_state(data: ParticleData, config: TrainConfig, star) -> TrainState:
         raise InputError(f"cannot train on these images: {exc}", star) from None
 
 
-def _prepare(star, out: Path, config: TrainConfig, datadir, ref, eval_every, resume: bool, force: bool):
-    """Check and read everything a run needs (writes nothing): ``(stack, data, state, evaluate)``."""
+def _settings(stack: ParticleStack, out: Path, resume: bool, flags: dict) -> DataSettings:
+    """How the particles are read: resolved from the flags and the data, or a resumed run's own."""
+    if not resume:
+        return resolve_settings(stack, **flags)
+    settings = settings_from_config(_read_config(out), stack)
+    check_resumed(settings, **flags, path=out)
+    return settings
+
+
+def _prepare(star, out: Path, config: TrainConfig, datadir, flags: dict, ref, eval_every, resume, force):
+    """Check and read everything a run needs (writes nothing): ``(stack, settings, data, state,
+    evaluate)``; ``flags``: ``box``, ``shifts``, ``invert`` (None: the default)."""
     _check_out_dir(out, resume, force)
     stack = load_particles(star, datadir=datadir)
-    data = particle_data(stack)
+    settings = _settings(stack, out, resume, flags)
+    data = particle_data(stack, settings)
     if config.poses == "known" and data.rotations is None:
         raise InputError("--poses known needs rlnAngleRot/Tilt/Psi in the STAR file", star)
     evaluate = None
     if ref is not None and eval_every:
         if data.rotations is None:
             raise InputError("--eval-every needs ground-truth angles in the STAR file", star)
-        evaluate = _evaluator(data, ref, stack.apix)
+        evaluate = _evaluator(data, ref, settings)
     if resume:
         # the command line's step count and final refinement apply; the rest is the checkpoint's
         payload = read_checkpoint(out / "checkpoint.pt")
@@ -193,7 +211,7 @@ def _prepare(star, out: Path, config: TrainConfig, datadir, ref, eval_every, res
         log.info("resuming %s at step %d", out, state.step)
     else:
         state = _fresh_state(data, config, star)
-    return stack, data, state, evaluate
+    return stack, settings, data, state, evaluate
 
 
 def run_training(star, out_dir, config: TrainConfig, **options) -> dict:
@@ -201,16 +219,19 @@ def run_training(star, out_dir, config: TrainConfig, **options) -> dict:
 
     ``options``: those of :func:`_run_training`. Under ``torchrun`` (``WORLD_SIZE`` > 1) every
     process trains on its share of each batch (see :mod:`cryoposenet.distributed`) and rank 0
-    alone writes the run folder.
+    alone writes the run folder. When the training box is smaller than the particles, rank 0 then
+    backprojects the particles at their own size into ``OUT/full/`` (after the others have left).
     """
     parallel = distributed.from_env(config.device)
     try:
-        result = _run_training(star, out_dir, config, parallel=parallel, **options)
+        result, full_map = _run_training(star, out_dir, config, parallel=parallel, **options)
         if parallel is not None:
             parallel.barrier()  # leave together: gloo may abort a rank whose peer tears down first
-        return result
     finally:
         distributed.shutdown()
+    if full_map is not None:
+        result["full"] = full_map()
+    return result
 
 
 def _run_training(
@@ -227,19 +248,29 @@ def _run_training(
     checkpoint_seconds: float = 300.0,
     progress: bool = True,
     parallel: DataParallel | None = None,
-) -> dict:
+    box: int | None = None,
+    shifts: str | None = None,
+    invert: bool | None = None,
+):
+    """``(figures, full_map)``: the run's figures and, when the particles were cropped, a function
+    that writes ``OUT/full/`` and returns its figures (None otherwise, and on ranks other than 0)."""
     out = Path(out_dir)
     if parallel is not None:
         config = dataclasses.replace(config, device=parallel.device)
-    stack, data, state, evaluate = _prepare(star, out, config, datadir, ref, eval_every, resume, force)
+    flags = {"box": box, "shifts": shifts, "invert": invert}
+    stack, settings, data, state, evaluate = _prepare(
+        star, out, config, datadir, flags, ref, eval_every, resume, force
+    )
     if parallel is not None:
         state.parallel = parallel
         parallel.wrap(state.volume, state.encoder)
         parallel.barrier()  # every rank has read and checked its input before rank 0 writes
         if not parallel.is_main:
-            result = train(data, state.config, state=state)
-            _refined(result, data)  # this rank's share of the refinement; rank 0 gathers
-            return {"steps": result.state.step, "time_s": None, "final": {}, "rank": parallel.rank}
+            train(data, state.config, state=state, poses=False)
+            _final_rotations(state, data, show=False)  # this rank's share; rank 0 gathers
+            return {"steps": state.step, "time_s": None, "final": {}, "rank": parallel.rank}, None
+    for line in settings.describe():
+        log.info(line)
     out.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves nothing behind
     _write_config(
         out,
@@ -250,47 +281,121 @@ def _run_training(
         eval_every=eval_every,
         checkpoint_every=checkpoint_every,
         processes=parallel.world if parallel is not None else 1,
+        data=settings.to_config(),
     )
+    hook, result = _train_loop(
+        out, data, state, evaluate, eval_every, resume, checkpoint_every, checkpoint_seconds, progress
+    )
+    rotations, origins = _write_outputs(out, stack, settings, data, result, progress)
+    figures = {"steps": result.state.step, "time_s": hook.elapsed(), "final": hook.last_eval, "rank": 0}
+    if not settings.cropped:
+        return figures, None
+    folder, seed = out / "full", config.seed
+    return figures, functools.partial(_full_map, stack, settings, rotations, origins, folder, seed, progress)
+
+
+def _write_outputs(out: Path, stack, settings: DataSettings, data, result, show: bool):
+    """``map.mrc`` and ``poses.star`` (the final poses, for the original particles, origins in Å);
+    returns ``(rotations, origins_A)``."""
+    # a cropped voxel is particle_box/box times longer: rescaled, map.mrc holds the full map's crop
+    scale = settings.box / settings.particle_box
+    write_map(out / "map.mrc", (result.volume * scale).numpy().astype(np.float32), settings.apix)
+    rotations = _final_rotations(result.state, data, show=show)
+    origins = origins_out_A(stack.table, settings)  # search: the shift search's, once it returns them
+    write_poses_star(out / "poses.star", stack.table, rotations, stack.apix, stack.box, origins)
+    return rotations, origins
+
+
+def _train_loop(
+    out: Path, data, state, evaluate, eval_every, resume, checkpoint_every, checkpoint_seconds, show
+):
+    """Train with the run folder's hook (metrics, bar, checkpoints, signals); ``(hook, result)``,
+    the result without poses (:func:`_final_rotations` makes them)."""
     rows = MetricsLog(out / "metrics.csv", state.step if resume else None)
-    hook = Progress(
-        out,
-        state,
-        config.steps,
-        rows,
-        checkpoint_every,
-        checkpoint_seconds,
-        progress,
-        eval_every=eval_every if evaluate is not None else 0,
-    )
+    evaluating = evaluate is not None
+    every = eval_every if evaluating else 0
+    hook = Progress(out, state, state.config.steps, rows, checkpoint_every, checkpoint_seconds, show, every)
     on_eval = None
-    if evaluate is not None:
+    if evaluating:
 
         def on_eval(st: TrainState) -> None:
             hook.on_eval(evaluate(st), st)
 
     try:
         with stop_on_signals(hook):
-            result = train(data, state.config, hook.on_step, on_eval, eval_every=eval_every or 0, state=state)
+            result = train(
+                data, state.config, hook.on_step, on_eval, eval_every=every, state=state, poses=False
+            )
         hook.save(result.state)
     finally:
         hook.flush()
         hook.bar.close()
         rows.close()
-    write_map(out / "map.mrc", result.volume.numpy().astype(np.float32), stack.apix)
-    write_poses_star(out / "poses.star", stack.table, _refined(result, data), stack.apix, stack.box)
-    return {"steps": result.state.step, "time_s": hook.elapsed(), "final": hook.last_eval, "rank": 0}
+    return hook, result
 
 
-def _refined(result: TrainResult, data: ParticleData) -> torch.Tensor:
-    """The final training poses, refined against the map when the encoder made them."""
-    cfg = result.state.config
+def _share(state: TrainState, m: int) -> int:
+    """How many of ``m`` rows this process handles in a pass split across ranks."""
+    return m if state.parallel is None else len(state.parallel.shard(torch.arange(m)))
+
+
+def _final_rotations(state: TrainState, data: ParticleData, show: bool) -> torch.Tensor:
+    """A rotation ``(M, 3, 3)`` per training image, refined against the map when the encoder made
+    them; each pass over the particles shows a progress bar (under torchrun: a share per rank)."""
+    cfg, share = state.config, _share(state, len(data))
+    with pass_progress("final poses", share, show):
+        rotations = final_poses(state, data)
     if cfg.poses != "encoder" or cfg.refine_steps <= 0:
-        return result.rotations
+        return rotations
 
     def refine(rows: torch.Tensor) -> torch.Tensor:
-        return refine_poses(result.state, data, result.rotations[rows], rows, cfg.refine_steps)
+        return refine_poses(state, data, rotations[rows], rows, cfg.refine_steps)
 
-    return distributed.split_rows(result.state.parallel, len(data), refine)  # torchrun: a share per rank
+    with pass_progress("refine poses", share, show):
+        return distributed.split_rows(state.parallel, len(data), refine)
+
+
+def _full_map(
+    stack: ParticleStack, settings: DataSettings, rotations, origins_A, folder: Path, seed, show
+) -> dict:
+    """The particles at their own box and pixel size backprojected with the learned poses and
+    shifts into ``folder`` (``map.mrc``, ``half1.mrc``, ``half2.mrc``, ``fsc.csv``), streamed."""
+    images = StackImages(stack, invert=settings.invert)
+    translations = origin_to_translation(torch.as_tensor(origins_A, dtype=torch.float64), stack.apix)
+    ctf = stack.table.ctf_params() if stack.table.has_ctf else None
+    accs = backproject_halves(
+        images,
+        rotations,
+        translations,
+        ctf,
+        stack.apix,
+        seed,
+        dtype=torch.float32,
+        desc="full-size map",
+        show=show,
+    )
+    return write_half_maps(folder, accs)
+
+
+def _predict_settings(run: Path, stack: ParticleStack) -> DataSettings:
+    """New particles read as the run read its own: cropped to its training box, its contrast sign,
+    their own origins (when the STAR file has them)."""
+    trained = settings_from_config(_read_config(run), stack)
+    box = trained.box
+    if stack.box < box:
+        raise InputError(
+            f"particles of {stack.box} px are smaller than the run's {box}-px box", stack.table.source
+        )
+    apix = cropped_apix(stack.apix, stack.box, box)
+    if abs(apix - trained.apix) > 0.01 * trained.apix:
+        log.warning(
+            "%s: cropped to the run's %d px these images have %.4g Å pixels, the run trained on %.4g Å",
+            stack.table.source, box, apix, trained.apix,
+        )  # fmt: skip
+    shifts = "known" if stack.table.has_origins else "none"
+    return DataSettings(
+        box, apix, stack.box, stack.apix, trained.invert, shifts, trained.contrast, "the run's"
+    )
 
 
 def run_predict(
@@ -302,9 +407,11 @@ def run_predict(
     batch_size: int = 256,
     device: str = "cpu",
     refine_steps: int = REFINE_STEPS,
+    progress: bool = True,
 ) -> int:
     """Poses for the images of ``star`` from a trained run's encoder (one forward pass), then
-    ``refine_steps`` of local refinement against the run's map (0: the encoder's poses); writes a STAR."""
+    ``refine_steps`` of local refinement against the run's map (0: the encoder's poses); writes a
+    STAR. The images are read as the run read its own (training box, contrast sign)."""
     run = Path(run_dir)
     if not (run / "checkpoint.pt").is_file():
         raise InputError("not a cryoposenet run (no checkpoint.pt)", run)
@@ -314,10 +421,12 @@ def run_predict(
             f"run was trained with --poses {payload['config'].get('poses')}; it has no encoder", run
         )
     stack = load_particles(star, datadir=datadir)
-    data = particle_data(stack)
+    data = particle_data(stack, _predict_settings(run, stack))
     state = load_checkpoint(payload, data, device)
-    rotations = predict_poses(state, data, batch_size=batch_size)
+    with pass_progress("predict", len(data), progress):
+        rotations = predict_poses(state, data, batch_size=batch_size)
     if refine_steps > 0:
-        rotations = refine_poses(state, data, rotations, steps=refine_steps, batch_size=batch_size)
+        with pass_progress("refine poses", len(data), progress):
+            rotations = refine_poses(state, data, rotations, steps=refine_steps, batch_size=batch_size)
     write_poses_star(out_star, stack.table, rotations, stack.apix, stack.box)
     return len(rotations)

@@ -68,6 +68,10 @@ class ParticleTable:
         return all(c in self.particles for c in ANGLE_COLUMNS)
 
     @property
+    def has_origins(self) -> bool:
+        return any(c in self.particles for c in ("rlnOriginXAngst", "rlnOriginX"))
+
+    @property
     def has_ctf(self) -> bool:
         return "rlnDefocusU" in self.particles
 
