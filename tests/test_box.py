@@ -1,5 +1,7 @@
 """Any box size: the encoder takes odd and non-multiple-of-8 sizes; train/predict/backproject run on them."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,6 +94,11 @@ def test_train_box_crops_and_writes_the_full_size_map_and_original_poses(tmp_pat
     np.testing.assert_allclose(poses.origins_A(), source.origins_A(), atol=1e-6)
     config = yaml.safe_load((run / "config.yaml").read_text())["data"]
     assert config["box"] == 17 and config["particle_box"] == 32 and config["shifts"] == "known"
+    # evaluate: the 17-px map against the 32-px truth (cropped to 17 px, the same field of view)
+    poses = ["--poses", str(run / "poses.star"), "--ref-poses", str(tmp_path / "p.star"), "--no-symmetry"]
+    args = ["evaluate", "--map", str(run / "map.mrc"), "--ref", str(tmp_path / "truth.mrc"), *poses]
+    assert main([*args, "-o", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["fsc05_A"] < 4 * apix
 
 
 def test_predict_reads_new_particles_at_the_runs_training_box(tmp_path):

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .errors import InputError
 from .io.mrc import read_map
@@ -31,6 +32,7 @@ from .metrics import (
     rotation_angle_deg,
     symmetry_group,
 )
+from .physics.fourier_crop import fourier_crop
 from .physics.rotations import relion_angles_to_matrix
 
 __all__ = [
@@ -179,10 +181,24 @@ def evaluate_files(
     return result
 
 
+def _common_box(vol, vol_apix, ref, ref_apix, path):
+    """Both maps at one box: the larger Fourier-cropped to the smaller when they span the same
+    field of view (a ``train --box`` map against a full-size reference); else an error."""
+    if vol.shape == ref.shape:
+        return vol, vol_apix, ref, ref_apix
+    n, m = vol.shape[-1], ref.shape[-1]
+    same_view = vol_apix and ref_apix and abs(n * vol_apix - m * ref_apix) <= 0.01 * m * ref_apix
+    if not same_view or len(set(vol.shape)) != 1 or len(set(ref.shape)) != 1:
+        raise InputError(f"map shape {vol.shape} differs from the reference's {ref.shape}", path)
+    crop = lambda x, size: fourier_crop(torch.as_tensor(x, dtype=torch.float64), size, ndim=3).numpy()  # noqa: E731
+    if n < m:
+        return vol, vol_apix, crop(ref, n), vol_apix
+    return crop(vol, m), ref_apix, ref, ref_apix
+
+
 def _evaluate_map_file(result: EvaluationResult, map_path, ref, ref_apix, apix, alignment) -> None:
     vol, vol_apix = read_map(map_path)
-    if vol.shape != ref.shape:
-        raise InputError(f"map shape {vol.shape} differs from the reference's {ref.shape}", map_path)
+    vol, vol_apix, ref, ref_apix = _common_box(vol, vol_apix, ref, ref_apix, map_path)
     if alignment is None:  # no poses: search the rotation (and mirror) between the maps
         alignment, _ = align_maps(vol, ref)
         result.handedness = "flipped" if alignment.mirrored else "same"
