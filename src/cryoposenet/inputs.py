@@ -49,7 +49,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 SHIFT_MODES = ("search", "known", "none")
-CONTRAST_IMAGES = 500  # images the contrast sign is measured on (|z| ≥ 50 measured at −10 dB)
+CONTRAST_IMAGES = 500  # images the contrast sign is measured on (200 gave |z| ≥ 57 at −10 dB)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ mean, every pixel is kept at its own scale, and for multiples of 8 nothing chang
 same weights, same outputs). Adaptive pooling to a fixed grid would also take any size, but it
 pools unequal areas into each cell when ``n/8`` is not whole (and changes the network for
 multiples of 8 unless the grid is ``n/8``); a Fourier crop/pad of the input to a fixed size would
-resample the image. See docs/training.md.
+resample the image. See docs/particles.md.
 """
 
 from __future__ import annotations
