@@ -148,8 +148,8 @@ def _add_train(sub) -> None:
         "--shifts",
         choices=("search", "known", "none"),
         default=None,
-        help="particle translations: searched, the STAR file's origins, or none "
-        "(default: known when the STAR file has origins, else search)",
+        help="particle translations: searched (not yet implemented: taken as centred), the STAR "
+        "file's origins, or none (default: known when the STAR file has origins, else search)",
     )
     _add_invert(p)
     _add_refine_steps(p)

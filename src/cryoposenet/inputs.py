@@ -79,7 +79,7 @@ class DataSettings:
         shifts = {
             "known": "known (the STAR file's origins)",
             "none": "none (every particle taken as centred)",
-            "search": "search (translations left to the pose search)",
+            "search": "search, NOT YET IMPLEMENTED: particles are taken as centred and origins written as 0",
         }[self.shifts]
         return [box, f"contrast: {self.contrast}; images {sign}", f"shifts: {shifts}"]
 

@@ -95,12 +95,12 @@ def refine_poses(
     band = data.box / 4 if k_max is None else k_max
     weights = band_weights(data.box, band, device=dev)
     grid = so3_grid(state.config.search_grid).to(dev) if search and steps > 0 else None
-    out = []
+    out = torch.empty(len(rows), 3, 3)  # filled in place: per-chunk outputs fragment the heap
     for positions, images in read_chunks(data.images, rows, batch_size, dev.startswith("cuda")):
         _, target, ctf, shifts = batch_targets(state, data, rows[positions], images)
         start = rotations[positions].to(dev, torch.float32)
         if grid is not None:
             targets = SearchTargets.from_half_planes(target, ctf, shifts, weights, band)
             start = _better_of_search(fvol, start, targets, grid)
-        out.append(_refine_chunk(fvol, start, target, ctf, shifts, weights, steps, lr).cpu())
-    return torch.cat(out) if out else torch.empty(0, 3, 3)
+        out[positions] = _refine_chunk(fvol, start, target, ctf, shifts, weights, steps, lr).cpu()
+    return out

@@ -323,12 +323,12 @@ def predict_poses(
     """
     rows = torch.arange(len(data)) if rows is None else rows
     pin = state.config.device.startswith("cuda")
-    out = []
+    out = torch.empty(len(rows), 3, 3)  # filled in place: per-chunk outputs fragment the heap
     with eval_mode(state.volume, state.encoder):
         for positions, images in read_chunks(data.images, rows, batch_size, pin):
             _, _, winner, rots, _ = _batch_loss(state, data, rows[positions], data.box / 2, images)
-            out.append(_pick(rots, winner).cpu())
-    return torch.cat(out) if out else torch.empty(0, 3, 3)
+            out[positions] = _pick(rots, winner).cpu()
+    return out
 
 
 def _local_rows(state: TrainState, m: int, step: int) -> torch.Tensor:
