@@ -19,7 +19,6 @@ from cryoposenet.pose_search import (
     grid_spacing_rad,
     local_offsets,
     marginal_misfit,
-    search_poses,
     so3_grid,
 )
 from model.conftest import blobs
@@ -98,7 +97,7 @@ def test_search_finds_planted_poses_on_a_known_map(planted):
     assert found.mean() < coarse.mean()  # the local levels improve on the base grid
 
 
-def test_search_poses_with_ctf_and_shifts(planted):
+def test_search_with_ctf_and_shifts(planted):
     vol, rots, spectra = planted
     b = len(rots)
     shifts = torch.linspace(-2, 2, b)[:, None].expand(b, 2).contiguous()
@@ -106,8 +105,9 @@ def test_search_poses_with_ctf_and_shifts(planted):
                          defocus_angle_deg=torch.zeros(b), voltage_kv=300.0, cs_mm=2.7,
                          amplitude_contrast=0.1)  # fmt: skip
     observed = spectra * shift_phase(shifts, N) * ctf
-    found = search_poses(volume_to_fourier(vol), observed, ctf, shifts, 8.0, grid_size=4608, top=2)
-    assert _deg(found, rots).median() < 3.2
+    t = SearchTargets.from_half_planes(observed, ctf, shifts, band_weights(N, 8.0), 8.0)
+    found, _ = global_search(volume_to_fourier(vol), t, so3_grid(4608), top=2, levels=2)
+    assert _deg(found[:, 0], rots).median() < 3.2
 
 
 def test_marginal_misfit_is_a_soft_minimum_whose_best_pose_is_the_truth(planted):

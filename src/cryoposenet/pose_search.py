@@ -34,7 +34,7 @@ __all__ = [
     "grid_misfits",
     "candidate_misfits",
     "global_search",
-    "search_poses",
+    "cached_grid",
     "marginal_misfit",
 ]
 
@@ -149,22 +149,9 @@ def global_search(
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_grid(count: int, dtype, device) -> torch.Tensor:
+def cached_grid(count: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """:func:`so3_grid` on ``device``, made once per (count, dtype, device)."""
     return so3_grid(count, dtype).to(device)
-
-
-@torch.no_grad()
-def search_poses(
-    fvol: FourierVolume, spectra, ctf, shifts_px, k_max: float, grid_size: int = 4608, top: int = 2
-) -> torch.Tensor:
-    """The best rotation ``(B, 3, 3)`` per image (:func:`global_search` on ``|k| ≤ k_max``) for
-    half-plane ``spectra`` ``(B, N, N//2+1)`` with ``ctf`` (same shape or None) and ``shifts_px``
-    ``(B, 2)`` or None, against ``fvol`` (used as is, no gradient)."""
-    fixed = FourierVolume(fvol.data.detach(), fvol.n, fvol.oversample)
-    weights = band_weights(spectra.shape[-2], k_max, device=spectra.device)
-    targets = SearchTargets.from_half_planes(spectra, ctf, shifts_px, weights, k_max)
-    grid = _cached_grid(grid_size, fvol.data.dtype, fvol.data.device)
-    return global_search(fixed, targets, grid, top=top)[0][:, 0]
 
 
 def marginal_misfit(
@@ -190,7 +177,7 @@ def marginal_misfit(
     """
     weights = band_weights(spectra.shape[-2], k_max, device=spectra.device)
     targets = SearchTargets.from_half_planes(spectra, ctf, shifts_px, weights, k_max)
-    grid = _cached_grid(grid_size, fvol.data.dtype, fvol.data.device)
+    grid = cached_grid(grid_size, fvol.data.dtype, fvol.data.device)
     fixed = FourierVolume(fvol.data.detach(), fvol.n, fvol.oversample)
     with torch.no_grad():
         _, poses = _best(grid_misfits(fixed, grid, targets), grid.expand(len(spectra), *grid.shape), top)

@@ -26,7 +26,7 @@ from .data import read_chunks
 from .model.losses import band_weights, candidate_spectra, wta_loss
 from .physics.projection import slice_volume
 from .physics.rotations import expmap_to_quaternion, quaternion_to_matrix
-from .pose_search import SearchTargets, candidate_misfits, global_search, so3_grid
+from .pose_search import SearchTargets, cached_grid, candidate_misfits, global_search
 from .train import ParticleData, TrainState, batch_targets, eval_mode
 
 __all__ = ["refine_poses", "REFINE_STEPS", "REFINE_LR"]
@@ -94,7 +94,7 @@ def refine_poses(
         fvol = state.volume()
     band = data.box / 4 if k_max is None else k_max
     weights = band_weights(data.box, band, device=dev)
-    grid = so3_grid(state.config.search_grid).to(dev) if search and steps > 0 else None
+    grid = cached_grid(state.config.search_grid, device=dev) if search and steps > 0 else None
     out = torch.empty(len(rows), 3, 3)  # filled in place: per-chunk outputs fragment the heap
     for positions, images in read_chunks(data.images, rows, batch_size, dev.startswith("cuda")):
         _, target, ctf, shifts = batch_targets(state, data, rows[positions], images)
