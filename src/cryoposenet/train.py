@@ -11,7 +11,10 @@ Convergence options beyond the paper (see docs/training.md for what each measure
 ``kmax_start``/``kmax_steps`` (coarse-to-fine: the loss sees only a low-pass disc whose radius
 grows linearly to Nyquist), ``symmetric`` (cryoAI's in-plane 180° loss), ``heads``
 (winner-take-all over several pose hypotheses), ``map_init``/``mask_radius``, ``lr_map``,
-``lr_decay_at``/``lr_decay`` (both learning rates ×0.1 for the last 20% of the steps).
+``lr_decay_at``/``lr_decay`` (both learning rates ×0.1 for the last 20% of the steps),
+``search_*`` (for the first ``search_steps`` the map learns from each image's pose posterior on
+a grid over SO(3), :func:`cryoposenet.pose_search.marginal_misfit`, and the encoder is pulled onto
+each image's best grid pose).
 """
 
 from __future__ import annotations
@@ -252,7 +255,7 @@ def batch_targets(state: TrainState, data: ParticleData, idx, images=None):
 
 
 def searching_at(config: TrainConfig, step: int) -> bool:
-    """Whether ``step`` adds a global pose search to each image's candidates (encoder runs only)."""
+    """Whether the map learns from the global pose search at ``step`` (encoder runs only)."""
     until = config.search_steps
     return config.poses == "encoder" and until is not None and step < until
 
