@@ -17,7 +17,7 @@ from scipy.optimize import minimize
 
 from .metrics import MIRROR, Alignment, rotation_angle_deg
 from .physics.fourier import centre_crop
-from .physics.rotations import expmap_to_quaternion, quaternion_to_matrix, random_rotations
+from .physics.rotations import axis_angle_to_matrix, random_rotations
 
 __all__ = ["downsample", "align_maps", "self_symmetry", "self_correlations"]
 
@@ -95,7 +95,7 @@ def _refine(volume: torch.Tensor, reference: torch.Tensor, t0: torch.Tensor) -> 
     """Local search around ``t0`` ``(3, 3)``: the best correlation and its ``t`` (Powell on expmap)."""
 
     def rotation(w) -> torch.Tensor:
-        return t0 @ quaternion_to_matrix(expmap_to_quaternion(torch.as_tensor(w, dtype=torch.float64) / 2))
+        return t0 @ axis_angle_to_matrix(torch.as_tensor(w, dtype=torch.float64))
 
     def loss(w) -> float:
         return -_scores(volume, reference, rotation(w)[None])[0].item()

@@ -24,7 +24,7 @@ import torch
 from .model.losses import band_weights
 from .physics.fourier import shift_phase
 from .physics.projection import FourierVolume, band_indices, slice_band
-from .physics.rotations import expmap_to_quaternion, quaternion_to_matrix
+from .physics.rotations import axis_angle_to_matrix, quaternion_to_matrix
 
 __all__ = [
     "SearchTargets",
@@ -90,8 +90,7 @@ def local_offsets(spacing_rad: float, dtype=torch.float32, device=None) -> torch
     identity first): a grid of half the spacing over the cell around a grid point."""
     steps = torch.tensor([0.0, -0.5, 0.5], dtype=torch.float64) * spacing_rad
     omega = torch.cartesian_prod(steps, steps, steps)  # (27, 3), (0, 0, 0) first
-    quat = expmap_to_quaternion(omega / 2)  # the expmap of this module is a half angle
-    return quaternion_to_matrix(quat).to(dtype=dtype, device=device)
+    return axis_angle_to_matrix(omega).to(dtype=dtype, device=device)
 
 
 def grid_misfits(fvol: FourierVolume, rotations: torch.Tensor, t: SearchTargets, chunk: int = 2048):

@@ -25,7 +25,7 @@ import torch
 from .data import read_chunks
 from .model.losses import band_weights, candidate_spectra, wta_loss
 from .physics.projection import slice_volume
-from .physics.rotations import expmap_to_quaternion, quaternion_to_matrix
+from .physics.rotations import axis_angle_to_matrix
 from .pose_search import SearchTargets, cached_grid, candidate_misfits, global_search
 from .train import ParticleData, TrainState, batch_targets, eval_mode
 
@@ -47,7 +47,7 @@ def _refine_chunk(fvol, start, target, ctf, shifts, weights, steps: int, lr: flo
     opt = torch.optim.Adam([omega], lr=lr)
     best, best_err = start.clone(), torch.full((len(start),), math.inf, device=start.device)
     for k in range(steps + 1):
-        rot = quaternion_to_matrix(expmap_to_quaternion(omega / 2)) @ start  # the expmap is a half angle
+        rot = axis_angle_to_matrix(omega) @ start
         err = _misfit(fvol, rot, target, ctf, shifts, weights)
         better = err.detach() < best_err
         best = torch.where(better[:, None, None], rot.detach(), best)

@@ -126,6 +126,16 @@ def test_expmap_is_rotation_by_twice_the_norm():
     np.testing.assert_allclose(m.numpy(), axis_angle_matrix(v.numpy(), 2 * v.norm().item()), atol=1e-14)
 
 
+def test_axis_angle_turns_by_its_length_about_itself():
+    g = torch.Generator().manual_seed(4)
+    axes = torch.nn.functional.normalize(torch.randn(200, 3, generator=g, dtype=torch.float64), dim=-1)
+    omega = axes * torch.rand(200, 1, generator=g, dtype=torch.float64) * 3.0  # angles below π
+    m = R.axis_angle_to_matrix(omega)
+    eye = torch.eye(3, dtype=torch.float64).expand(200, 3, 3)
+    torch.testing.assert_close(R.geodesic_distance(m, eye), omega.norm(dim=-1))
+    torch.testing.assert_close((m @ omega[..., None])[..., 0], omega)  # the axis stays put
+
+
 def test_expmap_quaternion_round_trip():
     g = torch.Generator().manual_seed(3)
     v = torch.randn(300, 3, generator=g, dtype=torch.float64)

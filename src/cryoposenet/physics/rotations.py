@@ -34,6 +34,7 @@ __all__ = [
     "matrix_to_s2s2",
     "expmap_to_quaternion",
     "quaternion_to_expmap",
+    "axis_angle_to_matrix",
     "random_rotations",
     "geodesic_distance",
     "PARAMETERISATIONS",
@@ -163,6 +164,14 @@ def quaternion_to_expmap(q: torch.Tensor) -> torch.Tensor:
     q = torch.where(q[..., :1] < 0, -q, q)
     theta = torch.acos(q[..., :1].clamp(-1.0, 1.0))
     return q[..., 1:] / torch.sinc(theta / math.pi)
+
+
+def axis_angle_to_matrix(omega: torch.Tensor) -> torch.Tensor:
+    """The rotation by ``|ω|`` radians about ``ω/|ω|``, ``(..., 3) -> (..., 3, 3)``; identity at 0.
+
+    (:func:`expmap_to_quaternion` takes the half angle, hence ``ω / 2``.)
+    """
+    return quaternion_to_matrix(expmap_to_quaternion(omega / 2))
 
 
 def s2s2_to_matrix(x: torch.Tensor) -> torch.Tensor:
