@@ -30,6 +30,14 @@ def _deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(geodesic_distance(a, b))
 
 
+def _ctf(b: int, defocus_u_A: float, defocus_v_A: float) -> torch.Tensor:
+    """``(b, N, N//2+1)`` CTFs of one astigmatic defocus at 300 kV, 4 Å/pixel."""
+    return ctf_half_plane(
+        N, 4.0, defocus_u_A=torch.full((b,), defocus_u_A), defocus_v_A=torch.full((b,), defocus_v_A),
+        defocus_angle_deg=torch.zeros(b), voltage_kv=300.0, cs_mm=2.7, amplitude_contrast=0.1,
+    )  # fmt: skip
+
+
 def test_grid_covers_so3_within_its_spacing():
     grid = so3_grid(4608)
     assert torch.allclose(grid @ grid.transpose(-1, -2), torch.eye(3).expand(4608, 3, 3), atol=1e-5)
@@ -60,10 +68,7 @@ def test_grid_and_candidate_misfits_are_the_training_loss(planted):
     vol, rots, spectra = planted
     fvol = volume_to_fourier(vol)
     shifts = torch.randn(len(rots), 2)
-    ctf = ctf_half_plane(N, 4.0, defocus_u_A=torch.full((len(rots),), 8000.0),
-                         defocus_v_A=torch.full((len(rots),), 7000.0),
-                         defocus_angle_deg=torch.zeros(len(rots)), voltage_kv=300.0, cs_mm=2.7,
-                         amplitude_contrast=0.1)  # fmt: skip
+    ctf = _ctf(len(rots), 8000.0, 7000.0)
     k_max = 8.0
     weights = band_weights(N, k_max)
     t = SearchTargets.from_half_planes(spectra, ctf, shifts, weights, k_max)
@@ -101,9 +106,7 @@ def test_search_with_ctf_and_shifts(planted):
     vol, rots, spectra = planted
     b = len(rots)
     shifts = torch.linspace(-2, 2, b)[:, None].expand(b, 2).contiguous()
-    ctf = ctf_half_plane(N, 4.0, defocus_u_A=torch.full((b,), 9000.0), defocus_v_A=torch.full((b,), 9000.0),
-                         defocus_angle_deg=torch.zeros(b), voltage_kv=300.0, cs_mm=2.7,
-                         amplitude_contrast=0.1)  # fmt: skip
+    ctf = _ctf(b, 9000.0, 9000.0)
     observed = spectra * shift_phase(shifts, N) * ctf
     t = SearchTargets.from_half_planes(observed, ctf, shifts, band_weights(N, 8.0), 8.0)
     found, _ = global_search(volume_to_fourier(vol), t, so3_grid(4608), top=2, levels=2)
