@@ -126,6 +126,11 @@ def _best(misfits: torch.Tensor, rotations: torch.Tensor, top: int):
     return err, torch.gather(rotations, 1, idx[..., None, None].expand(*idx.shape, 3, 3))
 
 
+def _grid_best(fvol: FourierVolume, grid: torch.Tensor, t: SearchTargets, top: int):
+    """Each image's ``top`` best misfits ``(B, top)`` over the shared ``grid`` and their rotations."""
+    return _best(grid_misfits(fvol, grid, t), grid.expand(len(t.spectra), *grid.shape), top)
+
+
 @torch.no_grad()
 def global_search(
     fvol: FourierVolume, t: SearchTargets, grid: torch.Tensor, top: int = 8, levels: int = 2
@@ -137,7 +142,7 @@ def global_search(
     neighbours, the current ones included).
     """
     b = len(t.spectra)
-    err, rots = _best(grid_misfits(fvol, grid, t), grid.expand(b, *grid.shape), top)
+    err, rots = _grid_best(fvol, grid, t, top)
     spacing = grid_spacing_rad(len(grid))
     for _ in range(levels):
         offsets = local_offsets(spacing, grid.dtype, grid.device)
@@ -179,7 +184,7 @@ def marginal_misfit(
     grid = cached_grid(grid_size, fvol.data.dtype, fvol.data.device)
     fixed = FourierVolume(fvol.data.detach(), fvol.n, fvol.oversample)
     with torch.no_grad():
-        _, poses = _best(grid_misfits(fixed, grid, targets), grid.expand(len(spectra), *grid.shape), top)
+        _, poses = _grid_best(fixed, grid, targets, top)
     err = candidate_misfits(fvol, poses, targets)  # (B, top), best first
     e_min = err.detach()[:, :1]
     temp = anneal * e_min.clamp_min(1e-12) / len(targets.keep)
