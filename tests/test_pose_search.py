@@ -91,7 +91,7 @@ def test_search_finds_planted_poses_on_a_known_map(planted):
     vol, rots, spectra = planted
     fvol = volume_to_fourier(vol)
     t = SearchTargets.from_half_planes(spectra, None, None, band_weights(N, 8.0), 8.0)
-    best, err = global_search(fvol, t, so3_grid(4608), top=4, levels=2)
+    best, err, _ = global_search(fvol, t, so3_grid(4608), top=4, levels=2)
     assert best.shape == (24, 4, 3, 3) and bool((err[:, :-1] <= err[:, 1:]).all())
     found = _deg(best[:, 0], rots)
     # two levels of halving from a 14.8° grid: a final spacing of 3.7°, so a cell's half-diagonal
@@ -109,14 +109,14 @@ def test_search_with_ctf_and_shifts(planted):
     ctf = _ctf(b, 9000.0, 9000.0)
     observed = spectra * shift_phase(shifts, N) * ctf
     t = SearchTargets.from_half_planes(observed, ctf, shifts, band_weights(N, 8.0), 8.0)
-    found, _ = global_search(volume_to_fourier(vol), t, so3_grid(4608), top=2, levels=2)
+    found, _, _ = global_search(volume_to_fourier(vol), t, so3_grid(4608), top=2, levels=2)
     assert _deg(found[:, 0], rots).median() < 3.2
 
 
 def test_marginal_misfit_is_a_soft_minimum_whose_best_pose_is_the_truth(planted):
     vol, rots, spectra = planted
     data = vol.clone().requires_grad_(True)
-    soft, best = marginal_misfit(volume_to_fourier(data), spectra, None, None, 6.0, 4608, anneal=1.0)
+    soft, best, _ = marginal_misfit(volume_to_fourier(data), spectra, None, None, 6.0, 4608, anneal=1.0)
     t = SearchTargets.from_half_planes(spectra, None, None, band_weights(N, 6.0), 6.0)
     err = grid_misfits(volume_to_fourier(vol), so3_grid(4608), t)
     tol = 1e-5 * err.abs().max()  # float32 sums
@@ -128,5 +128,5 @@ def test_marginal_misfit_is_a_soft_minimum_whose_best_pose_is_the_truth(planted)
     assert found.max() < 20.0 and found.median() < 10.0
     soft.sum().backward()
     assert data.grad is not None and data.grad.abs().sum() > 0
-    hot, _ = marginal_misfit(volume_to_fourier(vol), spectra, None, None, 6.0, 4608, anneal=100.0)
+    hot, _, _ = marginal_misfit(volume_to_fourier(vol), spectra, None, None, 6.0, 4608, anneal=100.0)
     assert bool((hot > soft.detach()).all())  # a hotter posterior weighs more poor poses: nearer the mean

@@ -6,9 +6,10 @@ import torch
 import yaml
 
 from cryoposenet.cli import build_parser, main
-from cryoposenet.inputs import particle_data, resolve_settings
+from cryoposenet.inputs import origins_out_A, particle_data, resolve_settings
 from cryoposenet.io import load_particles, read_map, read_star, write_star
 from cryoposenet.physics.imaging import origin_to_translation
+from cryoposenet.train import TrainConfig, init_state, predict_fits
 from datasets import write_dataset
 
 
@@ -83,3 +84,19 @@ def test_backproject_takes_origins_from_the_poses_file_and_the_contrast_flags(tm
 
     assert corr("with") > 0.95 and corr("with") > corr("without") + 0.02  # the shifts are ±3 Å
     assert corr("inverted") == pytest.approx(-corr("with"), abs=1e-6)
+
+
+def test_searched_shifts_come_back_as_the_star_files_origins_with_relions_sign(tmp_path):
+    vol = write_dataset(tmp_path, n=20, m=30, snr=None)  # origins up to ±3 Å (±1.5 px)
+    stack = load_particles(tmp_path / "p.star")
+    settings = resolve_settings(stack, shifts="search", invert=False)
+    data = particle_data(stack, settings)
+    state = init_state(data, TrainConfig(steps=1, poses="known", shift_range=3.0))
+    with torch.no_grad():  # the true map and the true rotations: only the shifts are unknown
+        state.volume.data.copy_(torch.as_tensor(vol, dtype=torch.float32) * state.scale)
+    _, shifts = predict_fits(state, data)
+    found = origins_out_A(stack.table, settings, shifts)
+    truth = stack.table.origins_A()
+    assert np.abs(truth).max() > 2.0  # not trivially centred
+    # whole pixels, then ½ and ¼ px grids: within ⅛ px (0.25 Å) per axis, noiseless
+    np.testing.assert_allclose(found, truth, atol=0.26)

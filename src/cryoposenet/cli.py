@@ -148,7 +148,8 @@ def _add_train(sub) -> None:
         "--shifts",
         choices=("search", "known", "none"),
         default=None,
-        help="particle translations: searched (not yet implemented: taken as centred), the STAR "
+        help="particle translations: searched with the poses (within 5%% of the training box, at "
+        "least 3 px), the STAR "
         "file's origins, or none (default: known when the STAR file has origins, else search)",
     )
     _add_invert(p)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["DataParallel", "split_rows", "from_env", "shutdown"]
+__all__ = ["DataParallel", "split_rows", "split_pose_rows", "from_env", "shutdown"]
 
 
 @dataclass
@@ -87,6 +87,21 @@ def split_rows(
     if parallel is None:
         return compute(rows)
     return parallel.gather_rows(compute(parallel.shard(rows)), total)
+
+
+def split_pose_rows(
+    parallel: DataParallel | None, total: int, compute: Callable[[torch.Tensor], tuple]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`split_rows` for ``compute(rows) -> (rotations (R, 3, 3), shifts (R, 2) or None)``:
+    the pair travels as one ``(R, 9 or 11)`` tensor."""
+
+    def packed(rows: torch.Tensor) -> torch.Tensor:
+        rot, shifts = compute(rows)
+        parts = [rot.reshape(len(rot), 9)] + ([shifts.to(rot.dtype)] if shifts is not None else [])
+        return torch.cat(parts, dim=1)
+
+    out = split_rows(parallel, total, packed)
+    return out[:, :9].reshape(-1, 3, 3), (out[:, 9:] if out.shape[1] > 9 else None)
 
 
 def from_env(device: str) -> DataParallel | None:

@@ -11,8 +11,8 @@ Each is resolved once, from the flags and the data, printed at the start and rec
   (:mod:`cryoposenet.contrast`). Undetermined contrast trains as given, with a warning.
 - **shifts** (``--shifts search|known|none``): ``known`` takes the STAR file's origins, ``none``
   takes every particle as centred, ``search`` leaves the translations to the pose search
-  (``ParticleData.translations_px`` None); default ``known`` when the STAR file has origin
-  columns, else ``search``.
+  (``ParticleData.translations_px`` None, :mod:`cryoposenet.shift_search`); default ``known``
+  when the STAR file has origin columns, else ``search``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from .io.star import ParticleTable
 from .physics.fourier_crop import DEFAULT_BOX, cropped_apix, default_box, fourier_crop
 from .physics.imaging import origin_to_translation
 from .physics.rotations import relion_angles_to_matrix
+from .shift_search import default_shift_range
 from .train import ParticleData
 
 __all__ = [
@@ -79,7 +80,8 @@ class DataSettings:
         shifts = {
             "known": "known (the STAR file's origins)",
             "none": "none (every particle taken as centred)",
-            "search": "search, NOT YET IMPLEMENTED: particles are taken as centred and origins written as 0",
+            "search": f"searched with the poses, within ±{default_shift_range(self.box):g} px "
+            f"({default_shift_range(self.box) * self.apix:.3g} Å) of the box centre",
         }[self.shifts]
         return [box, f"contrast: {self.contrast}; images {sign}", f"shifts: {shifts}"]
 

@@ -25,6 +25,7 @@ from .model.losses import band_weights
 from .physics.fourier import shift_phase
 from .physics.projection import FourierVolume, band_indices, slice_band
 from .physics.rotations import axis_angle_to_matrix, quaternion_to_matrix
+from .shift_search import phases_at, refine_shifts
 
 __all__ = [
     "SearchTargets",
@@ -44,13 +45,14 @@ SO3_VOLUME = 8 * math.pi**2  # volume of SO(3) under the metric whose distance i
 @dataclass(frozen=True)
 class SearchTargets:
     """What the images bring to a search, restricted to the band's half-plane indices ``keep``
-    ``(Q,)``: ``spectra`` ``(B, Q)`` complex (translations already undone), ``ctf`` ``(B, Q)`` or None,
-    ``weights`` ``(Q,)`` (Parseval weights; zero outside the band)."""
+    ``(Q,)`` of an ``n``-pixel image: ``spectra`` ``(B, Q)`` complex (known translations already
+    undone), ``ctf`` ``(B, Q)`` or None, ``weights`` ``(Q,)`` (Parseval weights; zero outside the band)."""
 
     keep: torch.Tensor
     spectra: torch.Tensor
     ctf: torch.Tensor | None
     weights: torch.Tensor
+    n: int
 
     @classmethod
     def from_half_planes(cls, spectra, ctf, shifts_px, weights, k_max: float) -> SearchTargets:
@@ -62,7 +64,15 @@ class SearchTargets:
             spectra = spectra * shift_phase(shifts_px.to(spectra.real.dtype), n).conj()
         flat = spectra.reshape(len(spectra), -1)[:, keep]
         c = ctf.reshape(len(ctf), -1)[:, keep] if ctf is not None else None
-        return cls(keep, flat, c, weights.reshape(-1)[keep])
+        return cls(keep, flat, c, weights.reshape(-1)[keep], n)
+
+    def shifted(self, shifts_px: torch.Tensor) -> SearchTargets:
+        """Targets ``(B·T, Q)``, row ``b·T + j`` image b with shift ``shifts_px[j]`` ``(T, 2)``
+        undone: a model shifted by ``t`` fits ``Y`` as the unshifted one fits ``p̄_t·Y``."""
+        phases = phases_at(shifts_px, self.n, self.keep).conj()  # (T, Q)
+        spectra = (self.spectra[:, None] * phases).flatten(0, 1)
+        ctf = None if self.ctf is None else self.ctf.repeat_interleave(len(shifts_px), dim=0)
+        return SearchTargets(self.keep, spectra, ctf, self.weights, self.n)
 
 
 def so3_grid(count: int, dtype=torch.float32) -> torch.Tensor:
@@ -112,11 +122,20 @@ def grid_misfits(fvol: FourierVolume, rotations: torch.Tensor, t: SearchTargets,
     return torch.cat(out, dim=1)
 
 
-def candidate_misfits(fvol: FourierVolume, rotations: torch.Tensor, t: SearchTargets) -> torch.Tensor:
-    """Misfits ``(B, C)`` of each image against its own candidate rotations ``(B, C, 3, 3)``."""
+def _models(fvol: FourierVolume, rotations: torch.Tensor, t: SearchTargets, shifts=None) -> torch.Tensor:
+    """Model spectra ``(B, C, Q)`` at each image's own rotations ``(B, C, 3, 3)``: slice × CTF,
+    shifted by ``shifts`` ``(B, C, 2)`` when given."""
     b, c = rotations.shape[:2]
-    s = slice_band(fvol, rotations.reshape(b * c, 3, 3), t.keep).reshape(b, c, -1)
-    model = s * t.ctf[:, None] if t.ctf is not None else s
+    model = slice_band(fvol, rotations.reshape(b * c, 3, 3), t.keep).reshape(b, c, -1)
+    if t.ctf is not None:
+        model = model * t.ctf[:, None]
+    return model if shifts is None else model * phases_at(shifts, t.n, t.keep)
+
+
+def candidate_misfits(fvol: FourierVolume, rotations: torch.Tensor, t: SearchTargets, shifts=None):
+    """Misfits ``(B, C)`` of each image against its own candidate rotations ``(B, C, 3, 3)``, each
+    with its own shift ``(B, C, 2)`` when given."""
+    model = _models(fvol, rotations, t, shifts)
     return (t.weights * (t.spectra[:, None] - model).abs().square()).sum(dim=-1)
 
 
@@ -126,30 +145,69 @@ def _best(misfits: torch.Tensor, rotations: torch.Tensor, top: int):
     return err, torch.gather(rotations, 1, idx[..., None, None].expand(*idx.shape, 3, 3))
 
 
-def _grid_best(fvol: FourierVolume, grid: torch.Tensor, t: SearchTargets, top: int):
-    """Each image's ``top`` best misfits ``(B, top)`` over the shared ``grid`` and their rotations."""
-    return _best(grid_misfits(fvol, grid, t), grid.expand(len(t.spectra), *grid.shape), top)
+def _grid_best(fvol: FourierVolume, grid: torch.Tensor, t: SearchTargets, top: int, shifts=None):
+    """Each image's ``top`` best misfits ``(B, top)`` over the shared ``grid`` and their rotations
+    ``(B, top, 3, 3)``; with a shift grid ``shifts`` ``(T, 2)``, over every (rotation, shift) pair,
+    and also their shifts ``(B, top, 2)`` (else None). The grid is scored a chunk at a time and
+    only each image's best are kept: memory ``B·T × chunk``, whatever the grid."""
+    if shifts is None:
+        err, rots = _best(grid_misfits(fvol, grid, t), grid.expand(len(t.spectra), *grid.shape), top)
+        return err, rots, None
+    b, n_shift, chunk = len(t.spectra), len(shifts), 1024
+    rows = t.shifted(shifts)
+    err = torch.empty(b, 0, device=grid.device)
+    idx = torch.empty(b, 0, dtype=torch.long, device=grid.device)  # shift index · G + rotation index
+    for start in range(0, len(grid), chunk):
+        part = grid_misfits(fvol, grid[start : start + chunk], rows).reshape(b, n_shift, -1)
+        rot_idx = torch.arange(part.shape[-1], device=grid.device) + start
+        pos = rot_idx + len(grid) * torch.arange(n_shift, device=grid.device)[:, None]  # (T, g)
+        err = torch.cat([err, part.flatten(1)], dim=1)
+        idx = torch.cat([idx, pos.flatten().expand(b, -1)], dim=1)
+        err, keep = err.topk(min(top, err.shape[1]), dim=1, largest=False)
+        idx = torch.gather(idx, 1, keep)
+    return err, grid[idx % len(grid)], shifts[idx // len(grid)]
+
+
+def polish_shifts(fvol: FourierVolume, rotations, shifts, t: SearchTargets, step_px: float = 0.5):
+    """Shifts ``(B, C, 2)`` refined on two local grids from ``step_px``
+    (:func:`cryoposenet.shift_search.refine_shifts`) at each image's rotations ``(B, C, 3, 3)``."""
+    with torch.no_grad():
+        a = t.weights * t.spectra.conj()[:, None] * _models(fvol, rotations, t)
+        return refine_shifts(a, shifts, t.n, t.keep, step_px)
 
 
 @torch.no_grad()
 def global_search(
-    fvol: FourierVolume, t: SearchTargets, grid: torch.Tensor, top: int = 8, levels: int = 2
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best rotations ``(B, top, 3, 3)`` per image, best first, and their misfits ``(B, top)``.
+    fvol: FourierVolume, t: SearchTargets, grid: torch.Tensor, top: int = 8, levels: int = 2, shifts=None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Best rotations ``(B, top, 3, 3)`` per image, best first, their misfits ``(B, top)`` and,
+    with a shift grid ``shifts`` ``(T, 2)`` searched jointly, their shifts ``(B, top, 2)`` (else None).
 
     The whole ``grid`` ``(G, 3, 3)`` is scored, then each of the ``top`` best is refined ``levels``
     times on :func:`local_offsets` of halving spacing (each level keeps the ``top`` best of all the
-    neighbours, the current ones included).
+    neighbours, the current ones included; shifts are polished after the grid and at each level).
     """
     b = len(t.spectra)
-    err, rots = _grid_best(fvol, grid, t, top)
+    err, rots, found = _grid_best(fvol, grid, t, top, shifts)
+    if found is not None:  # whole pixels are coarse at the band's edge: polish before turning
+        found = polish_shifts(fvol, rots, found, t)
     spacing = grid_spacing_rad(len(grid))
     for _ in range(levels):
         offsets = local_offsets(spacing, grid.dtype, grid.device)
         cands = (offsets[None, None] @ rots[:, :, None]).reshape(b, -1, 3, 3)  # (B, top·27, 3, 3)
-        err, rots = _best(candidate_misfits(fvol, cands, t), cands, top)
+        moved = None if found is None else found.repeat_interleave(len(offsets), dim=1)
+        misfits = candidate_misfits(fvol, cands, t, moved)
+        err, keep = misfits.topk(min(top, misfits.shape[1]), dim=1, largest=False)
+        rots = torch.gather(cands, 1, keep[..., None, None].expand(*keep.shape, 3, 3))
+        if moved is not None:  # a turn moves the projection's centre: the shifts follow each level
+            kept = torch.gather(moved, 1, keep[..., None].expand(*keep.shape, 2))
+            found = polish_shifts(fvol, rots, kept, t, 0.25)
         spacing /= 2
-    return rots, err
+    if found is not None:
+        err, order = candidate_misfits(fvol, rots, t, found).sort(dim=1)
+        rots = torch.gather(rots, 1, order[..., None, None].expand(*order.shape, 3, 3))
+        found = torch.gather(found, 1, order[..., None].expand(*order.shape, 2))
+    return rots, err, found
 
 
 @functools.lru_cache(maxsize=4)
@@ -167,9 +225,12 @@ def marginal_misfit(
     grid_size: int = 4608,
     anneal: float = 1.0,
     top: int = 16,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    shift_grid_px: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Soft-min misfit ``(B,)`` over each image's ``top`` best grid poses, differentiable in the
-    map, and each image's best grid rotation ``(B, 3, 3)``: ``−T log mean_k exp(−E_k / T)``,
+    map, each image's best grid rotation ``(B, 3, 3)`` and, with a shift grid ``shift_grid_px``
+    ``(T, 2)`` searched jointly with the rotations (``shifts_px`` then None), its best shift
+    ``(B, 2)`` (else None): ``−T log mean_k exp(−E_k / T)``,
     between the best and the mean of those misfits, whose gradient is the misfits' gradients
     weighted by the pose posterior ``softmax(−E / T)`` (expectation over the significant poses, as
     in cryoSPARC's and RELION's marginalisation, rather than one hard assignment).
@@ -177,16 +238,21 @@ def marginal_misfit(
     ``T = anneal · E_min / Q``: Gaussian noise whose variance is the best pose's residual, ``Q``
     the band's half-plane frequencies (each two real degrees of freedom); ``anneal`` > 1 inflates
     the noise and flattens the posterior (annealing: start soft, end near 1). The whole grid is
-    scored without gradient; only the ``top`` poses per image are rendered again with it.
+    scored without gradient; only the ``top`` poses per image are rendered again with it (their
+    searched shifts polished to ¼ pixel first).
     """
     weights = band_weights(spectra.shape[-2], k_max, device=spectra.device)
     targets = SearchTargets.from_half_planes(spectra, ctf, shifts_px, weights, k_max)
     grid = cached_grid(grid_size, fvol.data.dtype, fvol.data.device)
     fixed = FourierVolume(fvol.data.detach(), fvol.n, fvol.oversample)
     with torch.no_grad():
-        _, poses = _grid_best(fixed, grid, targets, top)
-    err = candidate_misfits(fvol, poses, targets)  # (B, top), best first
-    e_min = err.detach()[:, :1]
+        _, poses, found = _grid_best(fixed, grid, targets, top, shift_grid_px)
+        if found is not None:
+            found = polish_shifts(fixed, poses, found, targets)
+    err = candidate_misfits(fvol, poses, targets, found)  # (B, top)
+    best = err.detach().argmin(dim=1)
+    e_min = err.detach().min(dim=1, keepdim=True).values
     temp = anneal * e_min.clamp_min(1e-12) / len(targets.keep)
     soft = -temp * (torch.logsumexp(-err / temp, dim=1, keepdim=True) - math.log(err.shape[1]))
-    return soft.squeeze(1), poses[:, 0]
+    rows = torch.arange(len(err), device=err.device)
+    return soft.squeeze(1), poses[rows, best], None if found is None else found[rows, best]

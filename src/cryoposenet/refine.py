@@ -27,12 +27,14 @@ from .model.losses import band_weights, candidate_spectra, wta_loss
 from .physics.projection import slice_volume
 from .physics.rotations import axis_angle_to_matrix
 from .pose_search import SearchTargets, cached_grid, candidate_misfits, global_search
+from .shift_search import shift_search_grid
 from .train import ParticleData, TrainState, batch_targets, eval_mode
 
-__all__ = ["refine_poses", "REFINE_STEPS", "REFINE_LR"]
+__all__ = ["refine_poses", "refine_fits", "REFINE_STEPS", "REFINE_LR"]
 
 REFINE_STEPS = 40
 REFINE_LR = 0.02  # radians per step at the start (Adam), cosine-decayed to a tenth
+SHIFT_LR = 0.05  # pixels per step at the start, the same decay
 
 
 def _misfit(fvol, rotations, target, ctf, shifts, weights) -> torch.Tensor:
@@ -41,36 +43,50 @@ def _misfit(fvol, rotations, target, ctf, shifts, weights) -> torch.Tensor:
     return wta_loss(target, candidate_spectra(slices, False, ctf, shifts), weights)[1]
 
 
-def _refine_chunk(fvol, start, target, ctf, shifts, weights, steps: int, lr: float) -> torch.Tensor:
-    """Rotations ``(B, 3, 3)`` refined from ``start`` for one chunk of images."""
+def _refine_chunk(fvol, start, shifts, target, ctf, weights, steps: int, lr: float, free_shifts: bool):
+    """Rotations ``(B, 3, 3)`` refined from ``start`` for one chunk of images, and their shifts
+    ``(B, 2)`` (or None): ``shifts`` as given, or refined from them too with ``free_shifts``."""
     omega = torch.zeros(len(start), 3, dtype=start.dtype, device=start.device, requires_grad=True)
-    opt = torch.optim.Adam([omega], lr=lr)
+    groups = [{"params": [omega], "lr": lr}]
+    if free_shifts:
+        delta = torch.zeros_like(shifts, requires_grad=True)
+        groups.append({"params": [delta], "lr": SHIFT_LR})
+    opt = torch.optim.Adam(groups)
     best, best_err = start.clone(), torch.full((len(start),), math.inf, device=start.device)
+    best_shift = shifts
     for k in range(steps + 1):
-        rot = axis_angle_to_matrix(omega) @ start
-        err = _misfit(fvol, rot, target, ctf, shifts, weights)
+        rot, moved = axis_angle_to_matrix(omega) @ start, shifts + delta if free_shifts else shifts
+        err = _misfit(fvol, rot, target, ctf, moved, weights)
         better = err.detach() < best_err
         best = torch.where(better[:, None, None], rot.detach(), best)
+        if free_shifts:
+            best_shift = torch.where(better[:, None], moved.detach(), best_shift)
         best_err = torch.where(better, err.detach(), best_err)
         if k == steps:
             break
-        for group in opt.param_groups:
-            group["lr"] = lr * (0.55 + 0.45 * math.cos(math.pi * k / steps))
+        for group, base_lr in zip(opt.param_groups, (lr, SHIFT_LR), strict=False):
+            group["lr"] = base_lr * (0.55 + 0.45 * math.cos(math.pi * k / steps))
         opt.zero_grad(set_to_none=True)
         err.sum().backward()
         opt.step()
-    return best
+    return best, best_shift
 
 
 @torch.no_grad()
-def _better_of_search(fvol, start: torch.Tensor, targets: SearchTargets, grid: torch.Tensor) -> torch.Tensor:
-    """Per image ``(B, 3, 3)``: ``start`` or the global search's best pose, whichever fits better."""
-    found, found_err = global_search(fvol, targets, grid, top=1, levels=3)
-    start_err = candidate_misfits(fvol, start[:, None], targets)[:, 0]
-    return torch.where((found_err[:, 0] < start_err)[:, None, None], found[:, 0], start)
+def _better_of_search(fvol, start, start_shifts, targets: SearchTargets, grid, shift_grid=None):
+    """Per image: ``start`` ``(B, 3, 3)`` (with ``start_shifts`` ``(B, 2)`` or None) or the global
+    search's best pose (and shift, searched over ``shift_grid``), whichever fits better."""
+    top = 1 if shift_grid is None else 4  # a turn and a shift trade off on the coarse grid: keep more
+    found, found_err, found_shift = global_search(fvol, targets, grid, top, levels=3, shifts=shift_grid)
+    given = None if start_shifts is None else start_shifts[:, None]
+    better = found_err[:, 0] < candidate_misfits(fvol, start[:, None], targets, given)[:, 0]
+    rot = torch.where(better[:, None, None], found[:, 0], start)
+    if found_shift is None:
+        return rot, start_shifts
+    return rot, torch.where(better[:, None], found_shift[:, 0], start_shifts)
 
 
-def refine_poses(
+def refine_fits(
     state: TrainState,
     data: ParticleData,
     rotations: torch.Tensor,
@@ -80,27 +96,45 @@ def refine_poses(
     batch_size: int = 256,
     k_max: float | None = None,
     search: bool = True,
-) -> torch.Tensor:
+    translations: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rotations ``(R, 3, 3)`` for the images ``rows`` (default all) of ``data``, refined from
     ``rotations`` ``(R, 3, 3)`` (e.g. :func:`cryoposenet.train.predict_poses`) against the map,
-    on the band ``|k| ≤ k_max`` cycles per box (default ``N/4``, half of Nyquist).
+    on the band ``|k| ≤ k_max`` cycles per box (default ``N/4``, half of Nyquist), and, when the
+    run searches shifts (:func:`cryoposenet.shift_search.shift_search_grid`), translations ``(R, 2)`` px
+    refined with them from ``translations`` (default 0; else None).
 
     With ``search`` (and ``steps`` > 0) each image starts from the better fit of its given pose and
-    a global search's (:func:`cryoposenet.pose_search.global_search`, same band): an encoder answer
-    in the wrong basin is replaced rather than polished."""
+    a global search's (:func:`cryoposenet.pose_search.global_search`, same band, shifts searched
+    jointly): an encoder answer in the wrong basin is replaced rather than polished."""
     dev = state.config.device
     rows = torch.arange(len(data)) if rows is None else rows
     with torch.no_grad(), eval_mode(state.volume):
         fvol = state.volume()
     band = data.box / 4 if k_max is None else k_max
     weights = band_weights(data.box, band, device=dev)
+    shift_grid = shift_search_grid(state.config, data, dev)
     grid = cached_grid(state.config.search_grid, device=dev) if search and steps > 0 else None
     out = torch.empty(len(rows), 3, 3)  # filled in place: per-chunk outputs fragment the heap
+    out_shifts = None if shift_grid is None else torch.zeros(len(rows), 2)
     for positions, images in read_chunks(data.images, rows, batch_size, dev.startswith("cuda")):
         _, target, ctf, shifts = batch_targets(state, data, rows[positions], images)
         start = rotations[positions].to(dev, torch.float32)
+        if shift_grid is not None:
+            given = translations[positions] if translations is not None else torch.zeros(len(positions), 2)
+            shifts = given.to(dev, torch.float32)
         if grid is not None:
-            targets = SearchTargets.from_half_planes(target, ctf, shifts, weights, band)
-            start = _better_of_search(fvol, start, targets, grid)
-        out[positions] = _refine_chunk(fvol, start, target, ctf, shifts, weights, steps, lr).cpu()
-    return out
+            known = None if shift_grid is not None else shifts
+            targets = SearchTargets.from_half_planes(target, ctf, known, weights, band)
+            start, shifts = _better_of_search(fvol, start, shifts, targets, grid, shift_grid)
+        free = shift_grid is not None
+        rot, moved = _refine_chunk(fvol, start, shifts, target, ctf, weights, steps, lr, free)
+        out[positions] = rot.cpu()
+        if out_shifts is not None:
+            out_shifts[positions] = moved.cpu()
+    return out, out_shifts
+
+
+def refine_poses(state: TrainState, data: ParticleData, rotations: torch.Tensor, rows=None, **options):
+    """The rotations ``(R, 3, 3)`` of :func:`refine_fits` (same ``options``)."""
+    return refine_fits(state, data, rotations, rows, **options)[0]

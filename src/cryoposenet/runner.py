@@ -42,8 +42,18 @@ from .physics.imaging import origin_to_translation
 from .physics.rotations import matrix_to_relion_angles
 from .progress import MetricsLog, Progress, stop_on_signals
 from .reconstruct import backproject_halves, write_half_maps
-from .refine import REFINE_STEPS, refine_poses
-from .train import ParticleData, TrainConfig, TrainState, final_poses, init_state, predict_poses, train
+from .refine import REFINE_STEPS, refine_fits
+from .shift_search import default_shift_range
+from .train import (
+    ParticleData,
+    TrainConfig,
+    TrainState,
+    final_poses,
+    init_state,
+    predict_fits,
+    predict_poses,
+    train,
+)
 
 __all__ = [
     "make_config",
@@ -210,6 +220,8 @@ def _prepare(star, out: Path, config: TrainConfig, datadir, flags: dict, ref, ev
         )
         log.info("resuming %s at step %d", out, state.step)
     else:
+        if settings.shifts == "search":
+            config = dataclasses.replace(config, shift_range=default_shift_range(settings.box))
         state = _fresh_state(data, config, star)
     return stack, settings, data, state, evaluate
 
@@ -300,8 +312,8 @@ def _write_outputs(out: Path, stack, settings: DataSettings, data, result, show:
     # a cropped voxel is particle_box/box times longer: rescaled, map.mrc holds the full map's crop
     scale = settings.box / settings.particle_box
     write_map(out / "map.mrc", (result.volume * scale).numpy().astype(np.float32), settings.apix)
-    rotations = _final_rotations(result.state, data, show=show)
-    origins = origins_out_A(stack.table, settings)  # search: the shift search's, once it returns them
+    rotations, translations = _final_rotations(result.state, data, show=show)
+    origins = origins_out_A(stack.table, settings, translations)
     write_poses_star(out / "poses.star", stack.table, rotations, stack.apix, stack.box, origins)
     return rotations, origins
 
@@ -339,20 +351,22 @@ def _share(state: TrainState, m: int) -> int:
     return m if state.parallel is None else len(state.parallel.shard(torch.arange(m)))
 
 
-def _final_rotations(state: TrainState, data: ParticleData, show: bool) -> torch.Tensor:
+def _final_rotations(state: TrainState, data: ParticleData, show: bool):
     """A rotation ``(M, 3, 3)`` per training image, refined against the map when the encoder made
-    them; each pass over the particles shows a progress bar (under torchrun: a share per rank)."""
+    them, and the searched translations ``(M, 2)`` in training pixels (None unless searched); each
+    pass over the particles shows a progress bar (under torchrun: a share per rank)."""
     cfg, share = state.config, _share(state, len(data))
     with pass_progress("final poses", share, show):
-        rotations = final_poses(state, data)
+        rotations, translations = final_poses(state, data)
     if cfg.poses != "encoder" or cfg.refine_steps <= 0:
-        return rotations
+        return rotations, translations
 
-    def refine(rows: torch.Tensor) -> torch.Tensor:
-        return refine_poses(state, data, rotations[rows], rows, cfg.refine_steps)
+    def refine(rows: torch.Tensor):
+        start = None if translations is None else translations[rows]
+        return refine_fits(state, data, rotations[rows], rows, cfg.refine_steps, translations=start)
 
     with pass_progress("refine poses", share, show):
-        return distributed.split_rows(state.parallel, len(data), refine)
+        return distributed.split_pose_rows(state.parallel, len(data), refine)
 
 
 def _full_map(
@@ -392,7 +406,7 @@ def _predict_settings(run: Path, stack: ParticleStack) -> DataSettings:
             "%s: cropped to the run's %d px these images have %.4g Å pixels, the run trained on %.4g Å",
             stack.table.source, box, apix, trained.apix,
         )  # fmt: skip
-    shifts = "known" if stack.table.has_origins else "none"
+    shifts = "known" if stack.table.has_origins else ("search" if trained.shifts == "search" else "none")
     return DataSettings(
         box, apix, stack.box, stack.apix, trained.invert, shifts, trained.contrast, "the run's"
     )
@@ -421,12 +435,16 @@ def run_predict(
             f"run was trained with --poses {payload['config'].get('poses')}; it has no encoder", run
         )
     stack = load_particles(star, datadir=datadir)
-    data = particle_data(stack, _predict_settings(run, stack))
+    settings = _predict_settings(run, stack)
+    data = particle_data(stack, settings)
     state = load_checkpoint(payload, data, device)
     with pass_progress("predict", len(data), progress):
-        rotations = predict_poses(state, data, batch_size=batch_size)
+        rotations, shifts = predict_fits(state, data, batch_size=batch_size)
     if refine_steps > 0:
         with pass_progress("refine poses", len(data), progress):
-            rotations = refine_poses(state, data, rotations, steps=refine_steps, batch_size=batch_size)
-    write_poses_star(out_star, stack.table, rotations, stack.apix, stack.box)
+            rotations, shifts = refine_fits(
+                state, data, rotations, steps=refine_steps, batch_size=batch_size, translations=shifts
+            )
+    origins = origins_out_A(stack.table, settings, shifts) if shifts is not None else None
+    write_poses_star(out_star, stack.table, rotations, stack.apix, stack.box, origins)
     return len(rotations)

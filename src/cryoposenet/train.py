@@ -14,7 +14,8 @@ grows linearly to Nyquist), ``symmetric`` (cryoAI's in-plane 180° loss), ``head
 ``lr_decay_at``/``lr_decay`` (both learning rates ×0.1 for the last 20% of the steps),
 ``search_*`` (for the first ``search_steps`` the map learns from each image's pose posterior on
 a grid over SO(3), :func:`cryoposenet.pose_search.marginal_misfit`, and the encoder is pulled onto
-each image's best grid pose).
+each image's best grid pose), ``shift_range`` (translations unknown to the data are searched with
+the poses, :mod:`cryoposenet.shift_search`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
 from .data import Prefetcher, read_batch, read_chunks, sample_images
-from .distributed import DataParallel, split_rows
+from .distributed import DataParallel, split_pose_rows
 from .model.encoder import PoseEncoder
 from .model.losses import (
     band_weights,
@@ -42,10 +44,12 @@ from .model.losses import (
 )
 from .model.volume import LearnableVolume
 from .physics.ctf import ctf_half_plane
-from .physics.fourier import image_to_fourier
+from .physics.fourier import image_to_fourier, shift_phase
 from .physics.projection import slice_volume
 from .physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
 from .pose_search import marginal_misfit
+from .schedule import batch_rows, k_max_at, lr_scale_at, search_anneal_at, searching_at
+from .shift_search import candidate_shifts, shift_search_grid
 
 __all__ = [
     "ParticleData",
@@ -56,6 +60,8 @@ __all__ = [
     "train",
     "init_state",
     "predict_poses",
+    "predict_fits",
+    "BatchFit",
 ]
 
 POSE_MODES = ("encoder", "known", "free")
@@ -118,6 +124,7 @@ class TrainConfig:
     search_weight: float = 1.0  # weight of the pull of the nearest encoder head onto the searched pose
     search_anneal: float = 10.0  # pose posterior's noise inflation at step 0, down to 1 when the search ends
     search_top: int = 16  # grid poses per image in the pose posterior (the rest weigh nothing)
+    shift_range: float = 0.0  # px: translations searched within this radius when the data carry none
     map_init: str = "uniform"
     mask_radius: float | None = None  # pixels; None: no support mask
     batchnorm: bool = False
@@ -194,33 +201,12 @@ def init_state(data: ParticleData, config: TrainConfig) -> TrainState:
     return TrainState(config, volume, encoder, free, optimizer, scale)
 
 
-def k_max_at(config: TrainConfig, n: int, step: int) -> float:
-    """Radius (pixels of frequency) of the loss band at ``step``: grows linearly to ``n/2``."""
-    if config.kmax_start is None:
-        return n / 2
-    frac = min(1.0, step / max(1, config.kmax_steps))
-    return config.kmax_start + (n / 2 - config.kmax_start) * frac
-
-
-def lr_scale_at(config: TrainConfig, step: int) -> float:
-    """Factor on the learning rates at ``step``: 1, then ``lr_decay`` for the last steps of the run."""
-    if config.lr_decay_at is None or step < config.lr_decay_at * config.steps:
-        return 1.0
-    return config.lr_decay
-
-
 def _set_learning_rates(state: TrainState) -> None:
     """Both parameter groups (map; encoder or free poses) at their base rate × :func:`lr_scale_at`."""
     cfg = state.config
     scale = lr_scale_at(cfg, state.step)
     for group, base in zip(state.optimizer.param_groups, (cfg.lr_map or cfg.lr, cfg.lr), strict=False):
         group["lr"] = base * scale
-
-
-def batch_rows(config: TrainConfig, m: int, step: int) -> torch.Tensor:
-    """The global batch ``(B,)`` of ``step``, seeded by (seed, step): a resumed run repeats it."""
-    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-    return torch.randint(m, (config.batch_size,), generator=gen)
 
 
 def _modules(state: TrainState, training: bool):
@@ -254,43 +240,48 @@ def batch_targets(state: TrainState, data: ParticleData, idx, images=None):
     return images, image_to_fourier(images), ctf, shifts
 
 
-def searching_at(config: TrainConfig, step: int) -> bool:
-    """Whether the map learns from the global pose search at ``step`` (encoder runs only)."""
-    until = config.search_steps
-    return config.poses == "encoder" and until is not None and step < until
+class BatchFit(NamedTuple):
+    """What :func:`_batch_loss` returns for images ``idx`` ``(B,)``: the mean ``loss``, ``per_image``
+    ``(B,)``, the WTA ``winner`` ``(B,)`` (None while searching), the encoder's ``hypotheses``
+    ``(B, H, 3, 3)``, ``pull`` ``(B,)`` towards the searched poses (training while searching, else
+    None) and each candidate's searched shift ``shifts`` ``(B, C, 2)`` (None unless searched)."""
 
-
-def search_anneal_at(config: TrainConfig, step: int) -> float:
-    """Noise inflation of the search's pose posterior: ``search_anneal`` at step 0, geometrically to 1."""
-    return config.search_anneal ** (1 - step / max(1, config.search_steps or 1))
+    loss: torch.Tensor
+    per_image: torch.Tensor
+    winner: torch.Tensor | None
+    hypotheses: torch.Tensor
+    pull: torch.Tensor | None
+    shifts: torch.Tensor | None
 
 
 def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images=None, training=False):
-    """``(loss, per_image (B,), winner (B,), hypotheses (B, H, 3, 3), pull (B,) or None)`` for images
-    ``idx``; ``pull`` is the encoder's term towards the searched poses (training while searching).
-
-    ``images`` ``(B, N, N)``: the rows ``idx`` when already read (else they are read here).
-    """
+    """A :class:`BatchFit` for images ``idx``; ``images`` ``(B, N, N)``: the rows ``idx`` when
+    already read (else they are read here). Unknown shifts are searched per candidate."""
     cfg, dev, n = state.config, state.config.device, data.box
     images, target, ctf, shifts = batch_targets(state, data, idx, images)
     volume, encoder = _modules(state, training)
     fvol = volume()
     rots = _hypotheses(state, data, idx, images, encoder)
+    grid = shift_search_grid(cfg, data, dev)
     if cfg.pose_grid and cfg.poses != "known":
         rots = expand_hypotheses(rots, octahedral_group(rots.dtype, rots.device))
     if training and searching_at(cfg, state.step):  # the map learns from the pose search alone
         band, anneal = min(k_max, cfg.search_band * n), search_anneal_at(cfg, state.step)
-        per_image, found = marginal_misfit(
-            fvol, target, ctf, shifts, band, cfg.search_grid, anneal, cfg.search_top
+        per_image, found, _ = marginal_misfit(
+            fvol, target, ctf, shifts, band, cfg.search_grid, anneal, cfg.search_top, grid
         )
         pull = cfg.search_weight * nearest_rotation_loss(rots, found)
-        return per_image.mean(), per_image, None, rots, pull
+        return BatchFit(per_image.mean(), per_image, None, rots, pull, None)
     b, h = rots.shape[:2]
     slices = slice_volume(fvol, rots.reshape(b * h, 3, 3), radius=k_max).reshape(b, h, n, n // 2 + 1)
     symmetric = cfg.symmetric and cfg.poses != "known"
     cands = candidate_spectra(slices, symmetric, ctf, shifts)
-    loss, per_image, winner = wta_loss(target, cands, band_weights(n, k_max, device=dev))
-    return loss, per_image, winner, rots, None
+    weights = band_weights(n, k_max, device=dev)
+    found = None if grid is None else candidate_shifts(target, cands.detach(), weights, grid)
+    if found is not None:
+        cands = cands * shift_phase(found, n)
+    loss, per_image, winner = wta_loss(target, cands, weights)
+    return BatchFit(loss, per_image, winner, rots, None, found)
 
 
 def _pick(rots: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
@@ -316,10 +307,11 @@ def eval_mode(*modules: torch.nn.Module | None) -> Iterator[None]:
 
 
 @torch.no_grad()
-def predict_poses(
+def predict_fits(
     state: TrainState, data: ParticleData, batch_size: int = 256, rows: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Rotations ``(R, 3, 3)`` for the images ``rows`` (default: all) of ``data`` (may be held out).
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rotations ``(R, 3, 3)`` for the images ``rows`` (default: all) of ``data`` (may be held out)
+    and, when shifts are searched (:mod:`~cryoposenet.shift_search`), their translations ``(R, 2)`` px.
 
     With several candidates per image the one that best explains the image under the current map
     (full band) is chosen. Images are read a chunk ahead in a background thread.
@@ -327,11 +319,19 @@ def predict_poses(
     rows = torch.arange(len(data)) if rows is None else rows
     pin = state.config.device.startswith("cuda")
     out = torch.empty(len(rows), 3, 3)  # filled in place: per-chunk outputs fragment the heap
+    shifts = torch.empty(len(rows), 2) if shift_search_grid(state.config, data) is not None else None
     with eval_mode(state.volume, state.encoder):
         for positions, images in read_chunks(data.images, rows, batch_size, pin):
-            _, _, winner, rots, _ = _batch_loss(state, data, rows[positions], data.box / 2, images)
-            out[positions] = _pick(rots, winner).cpu()
-    return out
+            fit = _batch_loss(state, data, rows[positions], data.box / 2, images)
+            out[positions] = _pick(fit.hypotheses, fit.winner).cpu()
+            if shifts is not None:
+                shifts[positions] = fit.shifts[torch.arange(len(positions)), fit.winner.cpu()].cpu()
+    return out, shifts
+
+
+def predict_poses(state: TrainState, data: ParticleData, batch_size: int = 256, rows=None) -> torch.Tensor:
+    """The rotations ``(R, 3, 3)`` of :func:`predict_fits`."""
+    return predict_fits(state, data, batch_size, rows)[0]
 
 
 def _local_rows(state: TrainState, m: int, step: int) -> torch.Tensor:
@@ -350,7 +350,7 @@ def _step(state: TrainState, data: ParticleData, images: torch.Tensor | None = N
     idx = _local_rows(state, len(data), state.step)
     k_max = k_max_at(cfg, data.box, state.step)
     t0 = time.perf_counter()
-    loss, per_image, _, _, pull = _batch_loss(state, data, idx, k_max, images, training=True)
+    loss, per_image, _, _, pull, _ = _batch_loss(state, data, idx, k_max, images, training=True)
     objective = per_image if pull is None else per_image + pull
     loss = objective.mean() if par is None else objective.sum() * (par.world / cfg.batch_size)
     state.optimizer.zero_grad(set_to_none=True)
@@ -366,9 +366,9 @@ def _step(state: TrainState, data: ParticleData, images: torch.Tensor | None = N
     return StepInfo(state.step, reported, rate, k_max, gap)
 
 
-def final_poses(state: TrainState, data: ParticleData) -> torch.Tensor:
-    """A rotation ``(M, 3, 3)`` per image; under torchrun each rank predicts its share, all gather."""
-    return split_rows(state.parallel, len(data), lambda rows: predict_poses(state, data, rows=rows))
+def final_poses(state: TrainState, data: ParticleData) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`predict_fits` for every image; under torchrun each rank predicts its share, all gather."""
+    return split_pose_rows(state.parallel, len(data), lambda rows: predict_fits(state, data, rows=rows))
 
 
 def train(
@@ -401,4 +401,4 @@ def train(
         on_eval(state)
     with torch.no_grad():
         volume = state.volume.volume().detach().cpu() / state.scale
-    return TrainResult(volume, state, final_poses(state, data) if poses else None)
+    return TrainResult(volume, state, final_poses(state, data)[0] if poses else None)

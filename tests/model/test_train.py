@@ -130,7 +130,7 @@ def test_the_map_learns_from_the_search_and_the_encoder_is_pulled_while_the_map_
     with torch.no_grad():
         state.volume.data.copy_(vol * state.scale)  # the true map: the search finds the true poses
     rows = torch.arange(8)
-    loss, per_image, winner, rots, pull = _batch_loss(state, data, rows, 6.0, training=True)
+    loss, per_image, winner, rots, pull, _ = _batch_loss(state, data, rows, 6.0, training=True)
     assert winner is None and rots.shape[1] == 2 and pull.shape == (8,)
     (loss + pull.mean()).backward()
     assert state.volume.data.grad.abs().sum() > 0 and state.encoder.head.weight.grad.abs().sum() > 0

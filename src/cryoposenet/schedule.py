@@ -1,0 +1,48 @@
+"""Schedules of a training run: what each step does, as pure functions of the config and the step.
+
+The loss band (coarse-to-fine), the learning-rate drop, each step's batch, and the pose search's
+window and annealing; a resumed run recomputes them from its step counter.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
+
+__all__ = ["k_max_at", "lr_scale_at", "batch_rows", "searching_at", "search_anneal_at"]
+
+
+def k_max_at(config: TrainConfig, n: int, step: int) -> float:
+    """Radius (pixels of frequency) of the loss band at ``step``: grows linearly to ``n/2``."""
+    if config.kmax_start is None:
+        return n / 2
+    frac = min(1.0, step / max(1, config.kmax_steps))
+    return config.kmax_start + (n / 2 - config.kmax_start) * frac
+
+
+def lr_scale_at(config: TrainConfig, step: int) -> float:
+    """Factor on the learning rates at ``step``: 1, then ``lr_decay`` for the last steps of the run."""
+    if config.lr_decay_at is None or step < config.lr_decay_at * config.steps:
+        return 1.0
+    return config.lr_decay
+
+
+def batch_rows(config: TrainConfig, m: int, step: int) -> torch.Tensor:
+    """The global batch ``(B,)`` of ``step``, seeded by (seed, step): a resumed run repeats it."""
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+    return torch.randint(m, (config.batch_size,), generator=gen)
+
+
+def searching_at(config: TrainConfig, step: int) -> bool:
+    """Whether the map learns from the global pose search at ``step`` (encoder runs only)."""
+    until = config.search_steps
+    return config.poses == "encoder" and until is not None and step < until
+
+
+def search_anneal_at(config: TrainConfig, step: int) -> float:
+    """Noise inflation of the search's pose posterior: ``search_anneal`` at step 0, geometrically to 1."""
+    return config.search_anneal ** (1 - step / max(1, config.search_steps or 1))
