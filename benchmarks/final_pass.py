@@ -2,6 +2,7 @@
 
     python benchmarks/final_pass.py --px 64 --sizes 2000 20000 --refine-steps 40
     python benchmarks/final_pass.py --px 64 128 --sizes 2000 --full-map
+    python benchmarks/final_pass.py --px 64 --sizes 1000 --shifts search
 
 Times are in ms per particle.
 
@@ -34,29 +35,32 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def child(star: str, refine_steps: int, full_map: bool) -> dict:
+def child(star: str, refine_steps: int, full_map: bool, shifts: str = "known") -> dict:
     import torch
 
     from cryoposenet.data import pass_progress
+    from cryoposenet.inputs import resolve_settings
     from cryoposenet.io.particles import load_particles
     from cryoposenet.reconstruct import backproject_halves
-    from cryoposenet.refine import refine_poses
+    from cryoposenet.refine import refine_fits
     from cryoposenet.runner import make_config, particle_data
+    from cryoposenet.shift_search import default_shift_range
     from cryoposenet.train import final_poses, init_state
 
     torch.set_num_threads(1)
     stack = load_particles(star)
-    data = particle_data(stack)
-    state = init_state(data, make_config(100))
+    data = particle_data(stack, resolve_settings(stack, shifts=shifts, invert=False))
+    searching = {"shift_range": default_shift_range(data.box)} if shifts == "search" else {}
+    state = init_state(data, make_config(100, **searching))
     m, before, out = len(data), _rss_mb(), {}
     t0 = time.perf_counter()
     with pass_progress("final poses", m, show=False):
-        rotations = final_poses(state, data)
+        rotations, found = final_poses(state, data)
     out["final_ms"] = 1e3 * (time.perf_counter() - t0) / m
     if refine_steps:
         t0 = time.perf_counter()
         with pass_progress("refine", m, show=False):
-            rotations = refine_poses(state, data, rotations, steps=refine_steps)
+            rotations, found = refine_fits(state, data, rotations, steps=refine_steps, translations=found)
         out["refine_ms"] = 1e3 * (time.perf_counter() - t0) / m
     if full_map:
         t0 = time.perf_counter()
@@ -73,18 +77,20 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
     p.add_argument("--refine-steps", type=int, default=40)
     p.add_argument("--full-map", action="store_true")
+    p.add_argument("--shifts", choices=("known", "search"), default="known", help="as train --shifts")
     p.add_argument("--workdir", type=Path, default=Path("bench_stacks"))
-    p.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
-        print(json.dumps(child(a.child[0], int(a.child[1]), a.child[2] == "1")))
+        print(json.dumps(child(a.child[0], int(a.child[1]), a.child[2] == "1", a.child[3])))
         return
     print("| px | particles | final poses | refine | full map | RSS before (MB) | added (MB) |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for px in a.px:
         for m in a.sizes:
             star = make_stack(a.workdir / f"{px}px_{m}", m, px, _apix(px))
-            cmd = [sys.executable, __file__, "--child", str(star), str(a.refine_steps), str(int(a.full_map))]
+            flags = [str(star), str(a.refine_steps), str(int(a.full_map)), a.shifts]
+            cmd = [sys.executable, __file__, "--child", *flags]
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
             cells = [f"{r[k]:.2f}" if k in r else "–" for k in ("final_ms", "refine_ms", "full_map_ms")]
             print(f"| {px} | {m:,} | {' | '.join(cells)} | {r['before_mb']:.0f} | {r['added_mb']:.0f} |")

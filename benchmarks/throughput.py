@@ -4,6 +4,8 @@
     python benchmarks/throughput.py --px 64 --sizes 2000 100000 --steps 20
     python benchmarks/throughput.py --px 128 --sizes 2000 --threads 2
     python benchmarks/throughput.py --px 64 --profile        # torch.profiler table of 5 steps
+    python benchmarks/throughput.py --px 64 --crop-from 128 --sizes 2000 50000  # train --box 64
+    python benchmarks/throughput.py --px 64 --search on --shifts search   # the joint shift search
 
 Stacks are not simulated (100,000 images of 64 px take ~18 min to simulate here): a cheap
 generator writes smooth random blobs plus noise with a STAR file (random angles, CTF 1–2 µm) into
@@ -98,7 +100,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(star: str, steps: int, batch: int, threads: int, full_band: bool, search: bool = False) -> dict:
+def child(
+    star: str, steps: int, batch: int, threads: int, full_band: bool, search: bool = False,
+    box: int | None = None, shifts: str = "known",
+) -> dict:  # fmt: skip
     """Time ``steps`` training steps on ``star`` in this process; images/s and peak RSS.
 
     Steps run through :func:`cryoposenet.train.train` (images streamed, read one step ahead);
@@ -106,17 +111,23 @@ def child(star: str, steps: int, batch: int, threads: int, full_band: bool, sear
     ``full_band``: the loss on the full band from the start (as after the coarse-to-fine phase,
     most of a run), else the recipe's start (a 4-cycle band: the decoder samples less).
     ``search``: every timed step is a step of the global pose search phase (at the search's band,
-    N/4 at full band), else none is.
+    N/4 at full band), else none is. ``box``: the training box (particles Fourier-cropped to it
+    as they are read, as ``train --box``); ``shifts``: ``search`` searches translations as
+    ``train --shifts search`` does.
     """
     import torch
 
+    from cryoposenet.inputs import resolve_settings
     from cryoposenet.io import load_particles
     from cryoposenet.runner import particle_data
+    from cryoposenet.shift_search import default_shift_range
     from cryoposenet.train import TrainConfig, train
 
     torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    data = particle_data(load_particles(star))
+    stack = load_particles(star)
+    data = particle_data(stack, resolve_settings(stack, box=box, shifts=shifts, invert=False))
+    shift_range = default_shift_range(data.box) if shifts == "search" else 0.0
     stamps, losses = [], []
 
     def on_step(info, _state) -> None:
@@ -127,7 +138,10 @@ def child(star: str, steps: int, batch: int, threads: int, full_band: bool, sear
 
     band = {"kmax_start": None} if full_band else {}
     search_steps = steps + 2 if search else None
-    config = TrainConfig(steps=steps + 2, batch_size=batch, device=device, search_steps=search_steps, **band)
+    config = TrainConfig(
+        steps=steps + 2, batch_size=batch, device=device, search_steps=search_steps,
+        shift_range=shift_range, **band,
+    )  # fmt: skip
     train(data, config, on_step, poses=False)
     return {
         "device": device,
@@ -169,6 +183,9 @@ def main(argv=None) -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/cryoposenet-throughput"))
     ap.add_argument("--band", choices=["full", "c2f"], default="full", help="loss band (see child())")
     ap.add_argument("--search", choices=["on", "off"], default="off", help="time pose-search steps")
+    ap.add_argument("--crop-from", type=int, help="particles of this box, Fourier-cropped to --px")
+    ap.add_argument("--shifts", choices=["known", "search"], default="known", help="as train --shifts")
+    ap.add_argument("--box", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--profile", action="store_true", help="profile steps at the first --px, 2k images")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -178,23 +195,27 @@ def main(argv=None) -> None:
         return
     if args.child:
         full, search = args.band == "full", args.search == "on"
-        print(json.dumps(child(args.child, args.steps, args.batch, args.threads, full, search)))
+        r = child(args.child, args.steps, args.batch, args.threads, full, search, args.box, args.shifts)
+        print(json.dumps(r))
         return
-    print("| px | particles | loss band | search | device | images/s | peak RSS (MB) |")
-    print("|---:|---:|---|---|---|---:|---:|")
+    print("| px | particles (own box) | loss band | search | shifts | device | images/s | peak RSS (MB) |")
+    print("|---:|---:|---|---|---|---|---:|---:|")
     for px in args.px:
         for n in args.sizes:
-            star = make_stack(args.workdir / f"{px}px_{n}", n, px, apix=_apix(px))
+            own = args.crop_from or px  # the particles' box; cropped to px when larger
+            star = make_stack(args.workdir / f"{own}px_{n}", n, own, apix=_apix(px) * px / own)
             cmd = [sys.executable, __file__, "--child", str(star), "--steps", str(args.steps)]
+            cmd += ["--box", str(px), "--shifts", args.shifts]
             cmd += ["--batch", str(args.batch), "--threads", str(args.threads), "--band", args.band]
             cmd += ["--search", args.search]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             cells = [
                 px,
-                f"{n:,}",
+                f"{n:,} ({own} px)",
                 args.band,
                 args.search,
+                args.shifts,
                 r["device"],
                 f"{r['images_per_s']:.1f}",
                 f"{r['peak_rss_MB']:.0f}",

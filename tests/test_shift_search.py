@@ -4,6 +4,7 @@ jointly with the rotation, and through training's refinement of unknown shifts).
 import pytest
 import torch
 
+from cryoposenet import pose_search
 from cryoposenet.model.losses import band_weights
 from cryoposenet.physics.fourier import image_to_fourier, shift_phase
 from cryoposenet.physics.projection import band_indices, project_real_space, slice_volume, volume_to_fourier
@@ -100,3 +101,14 @@ def test_training_search_posterior_carries_each_images_shift(planted):
     assert (moved - shifts).norm(dim=1).median() < 1.0
     soft.sum().backward()
     assert data.grad is not None and data.grad.abs().sum() > 0
+
+
+def test_joint_search_in_parts_equals_it_whole(planted, monkeypatch):
+    vol, _, _, ctf, images = planted
+    t = SearchTargets.from_half_planes(images, ctf, None, band_weights(N, 6.0), 6.0)
+    fvol, grid = volume_to_fourier(vol), so3_grid(4608)
+    whole = global_search(fvol, t, grid, 2, 1, shift_grid(3.0))
+    monkeypatch.setattr(pose_search, "MAX_SHIFTED_ROWS", 100)  # 29 shifts: 3 images at a time
+    parts = global_search(fvol, t, grid, 2, 1, shift_grid(3.0))
+    for a, b in zip(whole, parts, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)

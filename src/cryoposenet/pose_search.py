@@ -39,6 +39,7 @@ __all__ = [
     "marginal_misfit",
 ]
 
+MAX_SHIFTED_ROWS = 2048  # (image, shift) rows scored at once against the grid: a training batch of 32 × 49
 SO3_VOLUME = 8 * math.pi**2  # volume of SO(3) under the metric whose distance is the rotation angle
 
 
@@ -65,6 +66,11 @@ class SearchTargets:
         flat = spectra.reshape(len(spectra), -1)[:, keep]
         c = ctf.reshape(len(ctf), -1)[:, keep] if ctf is not None else None
         return cls(keep, flat, c, weights.reshape(-1)[keep], n)
+
+    def rows(self, part: slice) -> SearchTargets:
+        """The targets of the images ``part``."""
+        ctf = None if self.ctf is None else self.ctf[part]
+        return SearchTargets(self.keep, self.spectra[part], ctf, self.weights, self.n)
 
     def shifted(self, shifts_px: torch.Tensor) -> SearchTargets:
         """Targets ``(B·T, Q)``, row ``b·T + j`` image b with shift ``shifts_px[j]`` ``(T, 2)``
@@ -154,6 +160,10 @@ def _grid_best(fvol: FourierVolume, grid: torch.Tensor, t: SearchTargets, top: i
         err, rots = _best(grid_misfits(fvol, grid, t), grid.expand(len(t.spectra), *grid.shape), top)
         return err, rots, None
     b, n_shift, chunk = len(t.spectra), len(shifts), 1024
+    if b > 1 and b * n_shift > MAX_SHIFTED_ROWS:  # a few images at a time: memory B·T × chunk
+        step = max(1, MAX_SHIFTED_ROWS // n_shift)
+        parts = [_grid_best(fvol, grid, t.rows(slice(i, i + step)), top, shifts) for i in range(0, b, step)]
+        return tuple(torch.cat(p) for p in zip(*parts, strict=True))
     rows = t.shifted(shifts)
     err = torch.empty(b, 0, device=grid.device)
     idx = torch.empty(b, 0, dtype=torch.long, device=grid.device)  # shift index · G + rotation index
