@@ -6,11 +6,12 @@ import torch
 
 from cryoposenet.cli import main
 from cryoposenet.io import write_map
-from cryoposenet.map_alignment import align_maps, downsample
+from cryoposenet.map_alignment import align_maps, centre_on, downsample
 from cryoposenet.metrics import MIRROR, align_map, pose_errors_deg
 from cryoposenet.physics.rotations import random_rotations
 from datasets import blob_map as _blob_map
 from datasets import resample
+from model.conftest import blobs
 
 
 def blob_map(n):
@@ -65,3 +66,17 @@ def test_evaluate_maps_only_reports_resolution_and_handedness(tmp_path, capsys):
     assert set(doc) == {"fsc05_A", "fsc0143_A", "pose_mae_deg", "pose_median_deg", "handedness", "n_images"}
     assert doc["handedness"] == "flipped" and doc["pose_mae_deg"] is None and doc["n_images"] is None
     assert doc["fsc05_A"] < 8.0  # aligned: high correlation to well past a few pixels
+
+
+def test_centre_on_finds_a_planted_subvoxel_translation():
+    ref = blobs(32, seed=3).double()
+    freqs = torch.meshgrid(*(torch.fft.fftfreq(32, dtype=torch.float64) for _ in range(3)), indexing="ij")
+    planted = (2.3, -1.6, 0.7)  # voxels (z, y, x)
+    ramp = torch.exp(-2j * torch.pi * sum(f * t for f, t in zip(freqs, planted, strict=True)))
+    moved = torch.fft.ifftn(torch.fft.fftn(ref) * ramp).real.numpy()
+    back, shift = centre_on(moved, ref.numpy())
+    # the parabolic peak is good to about a tenth of a voxel on smooth maps (measured ≤ 0.06)
+    np.testing.assert_allclose(shift, -np.array(planted), atol=0.15)
+    assert np.abs(back - ref.numpy()).max() < 0.1 * np.abs(ref.numpy()).max()
+    _, zero = centre_on(ref.numpy(), ref.numpy())
+    np.testing.assert_allclose(zero, 0.0, atol=1e-9)

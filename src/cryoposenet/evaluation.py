@@ -21,7 +21,7 @@ import torch
 from .errors import InputError
 from .io.mrc import read_map
 from .io.star import ParticleTable, read_star
-from .map_alignment import align_maps, self_correlations, self_symmetry
+from .map_alignment import align_maps, centre_on, self_correlations, self_symmetry
 from .metrics import (
     Alignment,
     align_map,
@@ -133,6 +133,7 @@ def evaluate_maps(
     if volume.shape != reference.shape:
         raise InputError(f"map shape {volume.shape} differs from the reference's {reference.shape}")
     aligned = align_map(volume, alignment) if alignment is not None else volume
+    aligned, _ = centre_on(aligned, reference)  # searched shifts leave the map's origin free
     curve = fsc(aligned, reference)
     n = volume.shape[-1]
     return EvaluationResult(

@@ -19,7 +19,7 @@ from .metrics import MIRROR, Alignment, rotation_angle_deg
 from .physics.fourier import centre_crop
 from .physics.rotations import axis_angle_to_matrix, random_rotations
 
-__all__ = ["downsample", "align_maps", "self_symmetry", "self_correlations"]
+__all__ = ["downsample", "align_maps", "self_symmetry", "self_correlations", "centre_on"]
 
 
 def downsample(volume: torch.Tensor, size: int) -> torch.Tensor:
@@ -139,3 +139,32 @@ def self_correlations(reference: np.ndarray, rotations: np.ndarray, size: int = 
     of ``rotations`` ``(K, 3, 3)``, i.e. of ``V(T_k r)`` with ``V(r)``."""
     ref = downsample(torch.as_tensor(reference, dtype=torch.float64), size).float()
     return _scores(ref, ref, torch.as_tensor(np.asarray(rotations), dtype=torch.float32)).numpy()
+
+
+def centre_on(volume: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``volume`` translated onto ``reference`` and the translation ``(3,)`` voxels (z, y, x).
+
+    A map learned with searched shifts may sit anywhere in its box (shifting the map and every
+    image's origin together changes nothing): the peak of the maps' cross-correlation (FFT),
+    refined to a tenth of a voxel by a parabola through its neighbours on each axis, then applied
+    as a Fourier phase ramp.
+    """
+    vol = torch.as_tensor(volume, dtype=torch.float64)
+    ref = torch.as_tensor(reference, dtype=torch.float64)
+    fv, fr = torch.fft.fftn(vol), torch.fft.fftn(ref)
+    cc = torch.fft.ifftn(fr * fv.conj()).real
+    peak = np.array(np.unravel_index(int(cc.argmax()), cc.shape))
+    shift = peak.astype(np.float64)
+    for axis, n in enumerate(cc.shape):
+        idx = [list(peak) for _ in range(3)]
+        idx[0][axis], idx[2][axis] = (peak[axis] - 1) % n, (peak[axis] + 1) % n
+        lo, mid, hi = (float(cc[tuple(i)]) for i in idx)
+        denom = lo - 2 * mid + hi
+        if denom < 0:
+            shift[axis] += float(np.clip(0.5 * (lo - hi) / denom, -0.5, 0.5))
+    shape = torch.tensor(cc.shape, dtype=torch.float64)
+    shift = (shift + shape.numpy() / 2) % shape.numpy() - shape.numpy() / 2  # to (−n/2, n/2]
+    freqs = torch.meshgrid(*(torch.fft.fftfreq(n, dtype=torch.float64) for n in cc.shape), indexing="ij")
+    ramp = torch.exp(-2j * torch.pi * sum(f * float(t) for f, t in zip(freqs, shift, strict=True)))
+    moved = torch.fft.ifftn(fv * ramp).real
+    return moved.numpy().astype(np.asarray(volume).dtype), shift
