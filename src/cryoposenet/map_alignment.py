@@ -73,9 +73,14 @@ def align_maps(
     fine_size: int = 40,
     seed: int = 0,
 ) -> tuple[Alignment, float]:
-    """Best rotation (and mirror) taking ``volume`` onto ``reference``; returns it and its correlation."""
-    vol = torch.as_tensor(volume, dtype=torch.float64)
-    ref = torch.as_tensor(reference, dtype=torch.float64)
+    """Best rotation (and mirror) taking ``volume`` onto ``reference``; returns it and its correlation.
+
+    Both maps are searched with their centres of mass moved to the box centre, so a map that sits
+    elsewhere in its box (searched shifts leave that free) is still aligned; the rotation is the
+    same about any centre, and :func:`centre_on` finds the translation afterwards.
+    """
+    vol = _mass_centred(torch.as_tensor(volume, dtype=torch.float64))
+    ref = _mass_centred(torch.as_tensor(reference, dtype=torch.float64))
     coarse_v, coarse_r = (downsample(x, coarse_size).float() for x in (vol, ref))
     rots = random_rotations(n_rotations, torch.Generator().manual_seed(seed), dtype=torch.float32)
     mirror = torch.as_tensor(MIRROR, dtype=torch.float32)
@@ -162,9 +167,28 @@ def centre_on(volume: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np
         denom = lo - 2 * mid + hi
         if denom < 0:
             shift[axis] += float(np.clip(0.5 * (lo - hi) / denom, -0.5, 0.5))
-    shape = torch.tensor(cc.shape, dtype=torch.float64)
-    shift = (shift + shape.numpy() / 2) % shape.numpy() - shape.numpy() / 2  # to (−n/2, n/2]
-    freqs = torch.meshgrid(*(torch.fft.fftfreq(n, dtype=torch.float64) for n in cc.shape), indexing="ij")
-    ramp = torch.exp(-2j * torch.pi * sum(f * float(t) for f, t in zip(freqs, shift, strict=True)))
-    moved = torch.fft.ifftn(fv * ramp).real
+    half = np.array(cc.shape) / 2
+    shift = (shift + half) % (2 * half) - half  # to (−n/2, n/2]
+    moved = _translate(vol, shift)
     return moved.numpy().astype(np.asarray(volume).dtype), shift
+
+
+def _translate(volume: torch.Tensor, shift) -> torch.Tensor:
+    """``volume`` moved by ``shift`` ``(3,)`` voxels (z, y, x), by a Fourier phase ramp (periodic)."""
+    freqs = torch.meshgrid(*(torch.fft.fftfreq(n, dtype=torch.float64) for n in volume.shape), indexing="ij")
+    ramp = torch.exp(-2j * torch.pi * sum(f * float(t) for f, t in zip(freqs, shift, strict=True)))
+    return torch.fft.ifftn(torch.fft.fftn(volume) * ramp).real
+
+
+def _mass_centred(volume: torch.Tensor) -> torch.Tensor:
+    """``volume`` moved so the centre of mass of its positive part sits at voxel ``n//2``."""
+    weights = volume.clamp_min(0)
+    total = weights.sum()
+    if total <= 0:
+        return volume
+    axes = [torch.arange(n, dtype=torch.float64) for n in volume.shape]
+    com = [
+        float((weights.sum(dim=tuple(d for d in range(3) if d != a)) * axes[a]).sum() / total)
+        for a in range(3)
+    ]
+    return _translate(volume, [n // 2 - c for n, c in zip(volume.shape, com, strict=True)])
