@@ -138,11 +138,15 @@ def _models(fvol: FourierVolume, rotations: torch.Tensor, t: SearchTargets, shif
     return model if shifts is None else model * phases_at(shifts, t.n, t.keep)
 
 
+def _misfits(models: torch.Tensor, t: SearchTargets) -> torch.Tensor:
+    """Misfits ``(B, C)`` of each image against its own model spectra ``(B, C, Q)``."""
+    return (t.weights * (t.spectra[:, None] - models).abs().square()).sum(dim=-1)
+
+
 def candidate_misfits(fvol: FourierVolume, rotations: torch.Tensor, t: SearchTargets, shifts=None):
     """Misfits ``(B, C)`` of each image against its own candidate rotations ``(B, C, 3, 3)``, each
     with its own shift ``(B, C, 2)`` when given."""
-    model = _models(fvol, rotations, t, shifts)
-    return (t.weights * (t.spectra[:, None] - model).abs().square()).sum(dim=-1)
+    return _misfits(_models(fvol, rotations, t, shifts), t)
 
 
 def _best(misfits: torch.Tensor, rotations: torch.Tensor, top: int):
@@ -178,11 +182,12 @@ def _grid_best(fvol: FourierVolume, grid: torch.Tensor, t: SearchTargets, top: i
     return err, grid[idx % len(grid)], shifts[idx // len(grid)]
 
 
-def polish_shifts(fvol: FourierVolume, rotations, shifts, t: SearchTargets, step_px: float = 0.5):
+def polish_shifts(models: torch.Tensor, shifts, t: SearchTargets, step_px: float = 0.5):
     """Shifts ``(B, C, 2)`` refined on two local grids from ``step_px``
-    (:func:`cryoposenet.shift_search.refine_shifts`) at each image's rotations ``(B, C, 3, 3)``."""
+    (:func:`cryoposenet.shift_search.refine_shifts`) for each image's unshifted model spectra
+    ``(B, C, Q)`` (:func:`_models` without shifts)."""
     with torch.no_grad():
-        a = t.weights * t.spectra.conj()[:, None] * _models(fvol, rotations, t)
+        a = t.weights * t.spectra.conj()[:, None] * models.detach()
         return refine_shifts(a, shifts, t.n, t.keep, step_px)
 
 
@@ -200,7 +205,8 @@ def global_search(
     b = len(t.spectra)
     err, rots, found = _grid_best(fvol, grid, t, top, shifts)
     if found is not None:  # whole pixels are coarse at the band's edge: polish before turning
-        found = polish_shifts(fvol, rots, found, t)
+        models = _models(fvol, rots, t)
+        found = polish_shifts(models, found, t)
     spacing = grid_spacing_rad(len(grid))
     for _ in range(levels):
         offsets = local_offsets(spacing, grid.dtype, grid.device)
@@ -211,10 +217,11 @@ def global_search(
         rots = torch.gather(cands, 1, keep[..., None, None].expand(*keep.shape, 3, 3))
         if moved is not None:  # a turn moves the projection's centre: the shifts follow each level
             kept = torch.gather(moved, 1, keep[..., None].expand(*keep.shape, 2))
-            found = polish_shifts(fvol, rots, kept, t, 0.25)
+            models = _models(fvol, rots, t)
+            found = polish_shifts(models, kept, t, 0.25)
         spacing /= 2
-    if found is not None:
-        err, order = candidate_misfits(fvol, rots, t, found).sort(dim=1)
+    if found is not None:  # the polished shifts' misfits, from the models they were polished on
+        err, order = _misfits(models * phases_at(found, t.n, t.keep), t).sort(dim=1)
         rots = torch.gather(rots, 1, order[..., None, None].expand(*order.shape, 3, 3))
         found = torch.gather(found, 1, order[..., None].expand(*order.shape, 2))
     return rots, err, found
@@ -257,9 +264,11 @@ def marginal_misfit(
     fixed = FourierVolume(fvol.data.detach(), fvol.n, fvol.oversample)
     with torch.no_grad():
         _, poses, found = _grid_best(fixed, grid, targets, top, shift_grid_px)
-        if found is not None:
-            found = polish_shifts(fixed, poses, found, targets)
-    err = candidate_misfits(fvol, poses, targets, found)  # (B, top)
+    models = _models(fvol, poses, targets)  # (B, top, Q), rendered once, with gradient
+    if found is not None:
+        found = polish_shifts(models, found, targets)
+        models = models * phases_at(found, targets.n, targets.keep)
+    err = _misfits(models, targets)  # (B, top)
     best = err.detach().argmin(dim=1)
     e_min = err.detach().min(dim=1, keepdim=True).values
     temp = anneal * e_min.clamp_min(1e-12) / len(targets.keep)
