@@ -17,6 +17,7 @@ import argparse
 
 import numpy as np
 
+from cryoposenet.evaluation import matched_rows
 from cryoposenet.io import read_star
 from cryoposenet.metrics import align_rotations, apply_alignment
 from cryoposenet.physics.rotations import relion_angles_to_matrix
@@ -25,10 +26,7 @@ from cryoposenet.physics.rotations import relion_angles_to_matrix
 def _matched(est_path, ref_path):
     """``(rotations_est (M, 3, 3), origins_est (M, 2), rotations_ref, origins_ref)`` on shared names."""
     est, ref = read_star(est_path), read_star(ref_path)
-    a = est.particles[["rlnImageName"]].assign(_i=np.arange(len(est)))
-    b = ref.particles[["rlnImageName"]].assign(_j=np.arange(len(ref)))
-    both = a.merge(b, on="rlnImageName")
-    i, j = both["_i"].to_numpy(), both["_j"].to_numpy()
+    i, j = matched_rows(est, ref)
 
     def rot(t, k):
         return relion_angles_to_matrix(t.angles_deg()[k]).numpy()

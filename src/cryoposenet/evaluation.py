@@ -38,6 +38,7 @@ from .physics.rotations import relion_angles_to_matrix
 __all__ = [
     "EvaluationResult",
     "matched_rotations",
+    "matched_rows",
     "heldout_figures",
     "evaluate_maps",
     "evaluate_files",
@@ -96,14 +97,20 @@ def matched_rotations(est: ParticleTable, ref: ParticleTable) -> tuple[np.ndarra
     for t in (est, ref):
         if not t.has_angles:
             raise InputError("no rlnAngleRot/Tilt/Psi columns", t.source)
+    i, j = matched_rows(est, ref)
+    r_est = relion_angles_to_matrix(est.angles_deg()[i]).numpy()
+    r_ref = relion_angles_to_matrix(ref.angles_deg()[j]).numpy()
+    return r_est, r_ref
+
+
+def matched_rows(est: ParticleTable, ref: ParticleTable) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(i, j)`` of the particles both tables hold, matched on ``rlnImageName``."""
     a = est.particles[["rlnImageName"]].assign(_i=np.arange(len(est)))
     b = ref.particles[["rlnImageName"]].assign(_j=np.arange(len(ref)))
     both = a.merge(b, on="rlnImageName")
     if len(both) == 0:
         raise InputError(f"no particle in common with {ref.source} (matched on rlnImageName)", est.source)
-    r_est = relion_angles_to_matrix(est.angles_deg()[both["_i"].to_numpy()]).numpy()
-    r_ref = relion_angles_to_matrix(ref.angles_deg()[both["_j"].to_numpy()]).numpy()
-    return r_est, r_ref
+    return both["_i"].to_numpy(), both["_j"].to_numpy()
 
 
 def heldout_figures(
