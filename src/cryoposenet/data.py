@@ -26,6 +26,7 @@ from .physics.fourier_crop import cropped_apix, fourier_crop
 
 __all__ = [
     "StackImages",
+    "checked_box",
     "Prefetcher",
     "read_batch",
     "read_chunks",
@@ -51,10 +52,7 @@ class StackImages:
 
     def __init__(self, stack: ParticleStack, box: int | None = None, invert: bool = False):
         self.stack = stack
-        self.box = stack.box if box is None else int(box)
-        if not 0 < self.box <= stack.box:
-            message = f"--box {self.box} must be between 1 and the particles' box, {stack.box} px"
-            raise InputError(message, stack.table.source)
+        self.box = stack.box if box is None else checked_box(stack, box)
         self.invert = bool(invert)
         self.apix = cropped_apix(stack.apix, stack.box, self.box)
         self.shape = (len(stack), self.box, self.box)
@@ -73,6 +71,15 @@ class StackImages:
             raise InputError(message, self.stack.table.source)
         images = fourier_crop(images, self.box)
         return images.neg_() if self.invert else images
+
+
+def checked_box(stack: ParticleStack, box: int) -> int:
+    """``box`` as an int when the particles can be cropped to it, else an :class:`InputError`."""
+    if not 0 < box <= stack.box:
+        raise InputError(
+            f"--box {box} must be between 1 and the particles' box, {stack.box} px", stack.table.source
+        )
+    return int(box)
 
 
 def sample_images(images, count: int = SAMPLE_IMAGES, seed: int = 0) -> torch.Tensor:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .contrast import Contrast, detect_contrast
-from .data import StackImages, sample_rows
+from .data import StackImages, checked_box, sample_rows
 from .errors import InputError
 from .io.particles import ParticleStack
 from .io.star import ParticleTable
@@ -99,11 +99,7 @@ def ctf_tensors(table: ParticleTable) -> dict[str, torch.Tensor] | None:
 def _box(stack: ParticleStack, box: int | None) -> int:
     if box is None:
         return default_box(stack.box)  # the particles' box up to DEFAULT_BOX, else DEFAULT_BOX
-    if not 0 < box <= stack.box:
-        raise InputError(
-            f"--box {box} must be between 1 and the particles' box, {stack.box} px", stack.table.source
-        )
-    return int(box)
+    return checked_box(stack, box)
 
 
 def _shifts(table: ParticleTable, shifts: str | None) -> str:
