@@ -191,6 +191,42 @@ def polish_shifts(models: torch.Tensor, shifts, t: SearchTargets, step_px: float
         return refine_shifts(a, shifts, t.n, t.keep, step_px)
 
 
+def _descend(
+    fvol, rots, found, t: SearchTargets, spacing: float, levels: int, keep: int, last: int | None = None
+):
+    """Local levels from each image's rotations ``rots`` ``(B, C, 3, 3)`` (their shifts ``found``
+    ``(B, C, 2)`` or None): per level, every rotation's :func:`local_offsets` at ``spacing``
+    (halving each level) are scored and the ``keep`` best of all kept (``last`` at the last
+    level, default ``keep``); shifts follow each level, polished to ¼ pixel.
+
+    Returns the rotations, their misfits (best first; before the last polish of shifts; None
+    when ``levels`` is 0), their shifts (or None) and their unshifted models ``(B, ·, Q)``
+    (:func:`_models`), rendered for the shifts' polish (None without shifts or levels).
+    """
+    b, models, err = len(t.spectra), None, None
+    for level in range(levels):
+        count = last if last is not None and level == levels - 1 else keep
+        offsets = local_offsets(spacing, rots.dtype, rots.device)
+        cands = (offsets[None, None] @ rots[:, :, None]).reshape(b, -1, 3, 3)  # (B, C·27, 3, 3)
+        moved = None if found is None else found.repeat_interleave(len(offsets), dim=1)
+        misfits = candidate_misfits(fvol, cands, t, moved)
+        err, kept = misfits.topk(min(count, misfits.shape[1]), dim=1, largest=False)
+        rots = torch.gather(cands, 1, kept[..., None, None].expand(*kept.shape, 3, 3))
+        if moved is not None:  # a turn moves the projection's centre: the shifts follow each level
+            found = torch.gather(moved, 1, kept[..., None].expand(*kept.shape, 2))
+            models = _models(fvol, rots, t)
+            found = polish_shifts(models, found, t, 0.25)
+        spacing /= 2
+    return rots, err, found, models
+
+
+def levels_for_band(k_max: float, grid_size: int) -> int:
+    """Local levels after a grid of ``grid_size`` rotations for a band of radius ``k_max`` px:
+    the last spacing about one radian over ``k_max`` (a slice point at radius ``k`` moves ``k·θ``
+    pixels when turned by ``θ``): 0 up to ``k_max`` ≈ 5, 2 at 16, 3 at 32 for the ~15° grid."""
+    return max(0, round(math.log2(grid_spacing_rad(grid_size) * k_max)))
+
+
 @torch.no_grad()
 def global_search(
     fvol: FourierVolume, t: SearchTargets, grid: torch.Tensor, top: int = 8, levels: int = 2, shifts=None
@@ -202,35 +238,40 @@ def global_search(
     times on :func:`local_offsets` of halving spacing (each level keeps the ``top`` best of all the
     neighbours, the current ones included; shifts are polished after the grid and at each level).
     """
-    b = len(t.spectra)
     err, rots, found = _grid_best(fvol, grid, t, top, shifts)
     if found is not None:  # whole pixels are coarse at the band's edge: polish before turning
-        models = _models(fvol, rots, t)
-        found = polish_shifts(models, found, t)
-    spacing = grid_spacing_rad(len(grid))
-    for _ in range(levels):
-        offsets = local_offsets(spacing, grid.dtype, grid.device)
-        cands = (offsets[None, None] @ rots[:, :, None]).reshape(b, -1, 3, 3)  # (B, top·27, 3, 3)
-        moved = None if found is None else found.repeat_interleave(len(offsets), dim=1)
-        misfits = candidate_misfits(fvol, cands, t, moved)
-        err, keep = misfits.topk(min(top, misfits.shape[1]), dim=1, largest=False)
-        rots = torch.gather(cands, 1, keep[..., None, None].expand(*keep.shape, 3, 3))
-        if moved is not None:  # a turn moves the projection's centre: the shifts follow each level
-            kept = torch.gather(moved, 1, keep[..., None].expand(*keep.shape, 2))
-            models = _models(fvol, rots, t)
-            found = polish_shifts(models, kept, t, 0.25)
-        spacing /= 2
-    if found is not None:  # the polished shifts' misfits, from the models they were polished on
-        err, order = _misfits(models * phases_at(found, t.n, t.keep), t).sort(dim=1)
-        rots = torch.gather(rots, 1, order[..., None, None].expand(*order.shape, 3, 3))
-        found = torch.gather(found, 1, order[..., None].expand(*order.shape, 2))
-    return rots, err, found
+        found = polish_shifts(_models(fvol, rots, t), found, t)
+    rots, level_err, found, models = _descend(fvol, rots, found, t, grid_spacing_rad(len(grid)), levels, top)
+    if found is None:
+        return rots, err if level_err is None else level_err, None
+    models = _models(fvol, rots, t) if models is None else models  # the polished shifts' misfits
+    err, order = _misfits(models * phases_at(found, t.n, t.keep), t).sort(dim=1)
+    rots = torch.gather(rots, 1, order[..., None, None].expand(*order.shape, 3, 3))
+    return rots, err, torch.gather(found, 1, order[..., None].expand(*order.shape, 2))
 
 
 @functools.lru_cache(maxsize=4)
 def cached_grid(count: int, dtype=torch.float32, device=None) -> torch.Tensor:
     """:func:`so3_grid` on ``device``, made once per (count, dtype, device)."""
     return so3_grid(count, dtype).to(device)
+
+
+@torch.no_grad()
+def _posterior_poses(
+    fvol, grid, targets: SearchTargets, coarse: SearchTargets, top: int, shifts, levels: int, seeds: int
+):
+    """Each image's ``top`` poses ``(B, top, 3, 3)`` for the posterior and their shifts (or None):
+    the grid's best on the ``coarse`` band, or, with ``levels``, its ``seeds`` best refined on
+    :func:`_descend`'s local levels on the ``targets``' band (``top`` kept at the last level)."""
+    _, poses, found = _grid_best(fvol, grid, coarse, top if levels == 0 else seeds, shifts)
+    if levels == 0:
+        return poses, found
+    if found is not None:
+        found = polish_shifts(_models(fvol, poses, targets), found, targets)
+    poses, _, found, _ = _descend(
+        fvol, poses, found, targets, grid_spacing_rad(len(grid)), levels, seeds, top
+    )
+    return poses, found
 
 
 def marginal_misfit(
@@ -243,9 +284,13 @@ def marginal_misfit(
     anneal: float = 1.0,
     top: int = 16,
     shift_grid_px: torch.Tensor | None = None,
+    grid_band: float | None = None,
+    levels: int = 0,
+    seeds: int = 2,
+    map_band: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Soft-min misfit ``(B,)`` over each image's ``top`` best grid poses, differentiable in the
-    map, each image's best grid rotation ``(B, 3, 3)`` and, with a shift grid ``shift_grid_px``
+    """Soft-min misfit ``(B,)`` over each image's ``top`` best poses, differentiable in the
+    map, each image's best rotation ``(B, 3, 3)`` and, with a shift grid ``shift_grid_px``
     ``(T, 2)`` searched jointly with the rotations (``shifts_px`` then None), its best shift
     ``(B, 2)`` (else None): ``−T log mean_k exp(−E_k / T)``,
     between the best and the mean of those misfits, whose gradient is the misfits' gradients
@@ -255,23 +300,42 @@ def marginal_misfit(
     ``T = anneal · E_min / Q``: Gaussian noise whose variance is the best pose's residual, ``Q``
     the band's half-plane frequencies (each two real degrees of freedom); ``anneal`` > 1 inflates
     the noise and flattens the posterior (annealing: start soft, end near 1). The whole grid is
-    scored without gradient; only the ``top`` poses per image are rendered again with it (their
-    searched shifts polished to ¼ pixel first).
+    scored without gradient, on ``|k| ≤ grid_band`` (default ``k_max``); with ``levels`` > 0 its
+    ``seeds`` best per image are refined on local grids (:func:`_descend`) on the band ``k_max``
+    and the posterior's ``top`` poses are the best of the last level (branch and bound: coarse
+    band for the coarse grid). Only the ``top`` poses are rendered again with gradient (searched
+    shifts polished to ¼ pixel first). With ``map_band`` > ``k_max`` the map also learns the ring
+    ``k_max < |k| ≤ map_band``: its misfits, weighted by the posterior of the band ``k_max`` (poses
+    from the low band, the map at every frequency, as cryoSPARC's and RELION's refinements).
     """
-    weights = band_weights(spectra.shape[-2], k_max, device=spectra.device)
-    targets = SearchTargets.from_half_planes(spectra, ctf, shifts_px, weights, k_max)
+    n, dev = spectra.shape[-2], spectra.device
+    targets = SearchTargets.from_half_planes(
+        spectra, ctf, shifts_px, band_weights(n, k_max, device=dev), k_max
+    )
+    coarse, full = targets, targets
+    if grid_band is not None and grid_band < k_max:
+        coarse = SearchTargets.from_half_planes(
+            spectra, ctf, shifts_px, band_weights(n, grid_band, device=dev), grid_band
+        )
+    if map_band is not None and map_band > k_max:
+        full = SearchTargets.from_half_planes(
+            spectra, ctf, shifts_px, band_weights(n, map_band, device=dev), map_band
+        )
     grid = cached_grid(grid_size, fvol.data.dtype, fvol.data.device)
     fixed = FourierVolume(fvol.data.detach(), fvol.n, fvol.oversample)
-    with torch.no_grad():
-        _, poses, found = _grid_best(fixed, grid, targets, top, shift_grid_px)
-    models = _models(fvol, poses, targets)  # (B, top, Q), rendered once, with gradient
+    poses, found = _posterior_poses(fixed, grid, targets, coarse, top, shift_grid_px, levels, seeds)
+    models = _models(fvol, poses, full)  # (B, top, Q), rendered once, with gradient
     if found is not None:
-        found = polish_shifts(models, found, targets)
-        models = models * phases_at(found, targets.n, targets.keep)
-    err = _misfits(models, targets)  # (B, top)
+        found = polish_shifts(models, found, full) if levels == 0 else found
+        models = models * phases_at(found, full.n, full.keep)
+    residual = full.weights * (full.spectra[:, None] - models).abs().square()  # (B, top, Q)
+    inner = band_weights(n, k_max, device=dev).reshape(-1)[full.keep] > 0
+    err = residual[..., inner].sum(dim=-1)  # (B, top): the posterior's band
     best = err.detach().argmin(dim=1)
-    e_min = err.detach().min(dim=1, keepdim=True).values
-    temp = anneal * e_min.clamp_min(1e-12) / len(targets.keep)
+    temp = anneal * err.detach().min(dim=1, keepdim=True).values.clamp_min(1e-12) / len(targets.keep)
     soft = -temp * (torch.logsumexp(-err / temp, dim=1, keepdim=True) - math.log(err.shape[1]))
+    if full is not targets:  # the map's outer ring, weighted by the posterior of the inner band
+        posterior = torch.softmax(-err.detach() / temp, dim=1)
+        soft = soft + (posterior * residual[..., ~inner].sum(dim=-1)).sum(dim=1, keepdim=True)
     rows = torch.arange(len(err), device=err.device)
     return soft.squeeze(1), poses[rows, best], None if found is None else found[rows, best]

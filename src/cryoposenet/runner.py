@@ -36,6 +36,7 @@ from .io.atomic import write_text_atomic
 from .io.mrc import read_map, write_map
 from .io.particles import ParticleStack, load_particles, optics_for
 from .io.star import ParticleTable, write_star
+from .map_alignment import align_maps
 from .metrics import align_rotations
 from .physics.fourier_crop import cropped_apix
 from .physics.imaging import origin_to_translation
@@ -137,7 +138,9 @@ def _evaluator(data: ParticleData, ref_path, settings: DataSettings):
 
     The reference is taken at the training box (Fourier-cropped from the particles' box). With a
     (pseudo-)symmetric reference the symmetry-aware errors are logged too and the map is aligned
-    by them (see :mod:`cryoposenet.evaluation`).
+    by them (see :mod:`cryoposenet.evaluation`). The map is also aligned to the reference on its own
+    (:func:`~cryoposenet.map_alignment.align_maps`) and the better FSC kept: while the encoder's
+    poses are still far off, aligning by them would understate the map.
     """
     reference = reference_at(read_map(ref_path)[0], settings, ref_path)
     apix = settings.apix
@@ -159,6 +162,8 @@ def _evaluator(data: ParticleData, ref_path, settings: DataSettings):
         with torch.no_grad():
             vol = (state.volume.volume().detach().cpu().double() / state.scale).numpy()
         maps = evaluate_maps(vol, reference, apix, alignment)
+        by_map = evaluate_maps(vol, reference, apix, align_maps(vol, reference)[0])
+        maps = by_map if by_map.fsc05_A < maps.fsc05_A else maps  # poses far off misalign the map
         return {"fsc05_A": maps.fsc05_A, "fsc0143_A": maps.fsc0143_A, **row}
 
     return evaluate

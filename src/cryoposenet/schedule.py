@@ -13,7 +13,9 @@ import torch
 if TYPE_CHECKING:
     from .train import TrainConfig
 
-__all__ = ["k_max_at", "lr_scale_at", "batch_rows", "searching_at", "search_anneal_at"]
+from .pose_search import levels_for_band
+
+__all__ = ["k_max_at", "lr_scale_at", "batch_rows", "searching_at", "search_anneal_at", "search_bands"]
 
 
 def k_max_at(config: TrainConfig, n: int, step: int) -> float:
@@ -44,5 +46,28 @@ def searching_at(config: TrainConfig, step: int) -> bool:
 
 
 def search_anneal_at(config: TrainConfig, step: int) -> float:
-    """Noise inflation of the search's pose posterior: ``search_anneal`` at step 0, geometrically to 1."""
-    return config.search_anneal ** (1 - step / max(1, config.search_steps or 1))
+    """Noise inflation of the search's pose posterior: ``search_anneal`` at step 0, geometrically
+    to 1 when the search ends or (with ``search_local``) when the loss band reaches Nyquist."""
+    until = config.search_steps or 1
+    if config.search_local is not None and config.kmax_start is not None:
+        until = min(until, config.kmax_steps)
+    return config.search_anneal ** max(0.0, 1 - step / max(1, until))
+
+
+def search_bands(config: TrainConfig, n: int, k_max: float) -> dict:
+    """:func:`~cryoposenet.pose_search.marginal_misfit`'s bands under the loss band ``k_max``:
+    ``k_max`` (the posterior's), ``grid_band``, ``levels`` and ``map_band``. Without
+    ``search_local`` both bands are ``min(k_max, search_band·N)`` and the map learns only those;
+    with it the posterior's band is ``min(k_max, search_local·N)``, reached by
+    :func:`~cryoposenet.pose_search.levels_for_band` local levels, and the map learns the whole
+    loss band under that posterior."""
+    grid_band = min(k_max, config.search_band * n)
+    if config.search_local is None:
+        return {"k_max": grid_band, "grid_band": grid_band, "levels": 0, "map_band": None}
+    band = min(k_max, config.search_local * n)
+    return {
+        "k_max": band,
+        "grid_band": grid_band,
+        "levels": levels_for_band(band, config.search_grid),
+        "map_band": k_max,
+    }

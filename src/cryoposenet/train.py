@@ -20,7 +20,6 @@ the poses, :mod:`cryoposenet.shift_search`).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,13 +41,13 @@ from .model.losses import (
     octahedral_group,
     wta_loss,
 )
-from .model.volume import LearnableVolume
+from .model.volume import LearnableVolume, initial_amplitude
 from .physics.ctf import ctf_half_plane
 from .physics.fourier import image_to_fourier, shift_phase
 from .physics.projection import slice_volume
 from .physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
 from .pose_search import marginal_misfit
-from .schedule import batch_rows, k_max_at, lr_scale_at, search_anneal_at, searching_at
+from .schedule import batch_rows, k_max_at, lr_scale_at, search_anneal_at, search_bands, searching_at
 from .shift_search import candidate_shifts, shift_search_grid
 
 __all__ = [
@@ -124,6 +123,7 @@ class TrainConfig:
     search_weight: float = 1.0  # weight of the pull of the nearest encoder head onto the searched pose
     search_anneal: float = 10.0  # pose posterior's noise inflation at step 0, down to 1 when the search ends
     search_top: int = 16  # grid poses per image in the pose posterior (the rest weigh nothing)
+    search_local: float | None = None  # posterior's band ≤ this × N, on local grids (None: grid's)
     shift_range: float = 0.0  # px: translations searched within this radius when the data carry none
     map_init: str = "uniform"
     mask_radius: float | None = None  # pixels; None: no support mask
@@ -166,15 +166,6 @@ class TrainResult:
     rotations: torch.Tensor | None  # (M, 3, 3), one per training image (None: not asked for)
 
 
-def _auto_amplitude(images: torch.Tensor, init: str) -> float:
-    """A map height whose projections carry the data's total mass (normalised images)."""
-    n = images.shape[-1]
-    mass = images.mean().item() * n * n
-    if init == "sphere":
-        return mass / (4 / 3 * math.pi * (n / 4) ** 3)
-    return 2 * mass / n**3
-
-
 def init_state(data: ParticleData, config: TrainConfig) -> TrainState:
     """Fresh modules and optimiser for ``data`` (seeded by ``config.seed``)."""
     if config.poses not in POSE_MODES:
@@ -186,7 +177,7 @@ def init_state(data: ParticleData, config: TrainConfig) -> TrainState:
     n = data.box
     sample = sample_images(data.images)  # a bounded read: streamed stacks are never loaded whole
     scale = 1.0 / sample.std().item()
-    amp = _auto_amplitude(sample * scale, config.map_init)
+    amp = initial_amplitude(sample * scale, config.map_init)
     volume = LearnableVolume(n, config.map_init, amp, config.mask_radius, generator=gen).to(config.device)
     encoder, free = None, None
     groups = [{"params": volume.parameters(), "lr": config.lr_map or config.lr}]
@@ -266,10 +257,11 @@ def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images
     if cfg.pose_grid and cfg.poses != "known":
         rots = expand_hypotheses(rots, octahedral_group(rots.dtype, rots.device))
     if training and searching_at(cfg, state.step):  # the map learns from the pose search alone
-        band, anneal = min(k_max, cfg.search_band * n), search_anneal_at(cfg, state.step)
+        anneal, bands = search_anneal_at(cfg, state.step), search_bands(cfg, n, k_max)
         per_image, found, _ = marginal_misfit(
-            fvol, target, ctf, shifts, band, cfg.search_grid, anneal, cfg.search_top, grid
-        )
+            fvol, target, ctf, shifts, grid_size=cfg.search_grid, anneal=anneal, top=cfg.search_top,
+            shift_grid_px=grid, **bands,
+        )  # fmt: skip
         pull = cfg.search_weight * nearest_rotation_loss(rots, found)
         return BatchFit(per_image.mean(), per_image, None, rots, pull, None)
     b, h = rots.shape[:2]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ..physics.projection import FourierVolume, volume_to_fourier
 
-__all__ = ["LearnableVolume", "soft_sphere"]
+__all__ = ["LearnableVolume", "initial_amplitude", "soft_sphere"]
 
 INITS = ("uniform", "sphere", "zeros")
 
@@ -23,6 +25,16 @@ def soft_sphere(n: int, radius: float, width: float = 2.0) -> torch.Tensor:
     r = _radius(n)
     t = ((r - radius) / width).clamp(0, 1)
     return 0.5 * (1 + torch.cos(torch.pi * t))
+
+
+def initial_amplitude(images: torch.Tensor, init: str) -> float:
+    """A map height for ``init`` (``uniform`` or ``sphere``) whose projections carry the total mass
+    of ``images`` ``(B, N, N)`` (their mean image's sum)."""
+    n = images.shape[-1]
+    mass = images.mean().item() * n * n
+    if init == "sphere":
+        return mass / (4 / 3 * math.pi * (n / 4) ** 3)
+    return 2 * mass / n**3
 
 
 class LearnableVolume(nn.Module):
