@@ -5,7 +5,7 @@
     python benchmarks/throughput.py --px 128 --sizes 2000 --threads 2
     python benchmarks/throughput.py --px 64 --profile        # torch.profiler table of 5 steps
     python benchmarks/throughput.py --px 64 --crop-from 128 --sizes 2000 50000  # train --box 64
-    python benchmarks/throughput.py --px 64 --search on --shifts search   # the joint shift search
+    python benchmarks/throughput.py --px 64 --search local --shifts search   # the joint shift search
 
 Stacks are not simulated (100,000 images of 64 px take ~18 min to simulate here): a cheap
 generator writes smooth random blobs plus noise with a STAR file (random angles, CTF 1–2 µm) into
@@ -101,7 +101,7 @@ def peak_rss_mb() -> float:
 
 
 def child(
-    star: str, steps: int, batch: int, threads: int, full_band: bool, search: bool = False,
+    star: str, steps: int, batch: int, threads: int, full_band: bool, search: str = "off",
     box: int | None = None, shifts: str = "known",
 ) -> dict:  # fmt: skip
     """Time ``steps`` training steps on ``star`` in this process; images/s and peak RSS.
@@ -110,8 +110,9 @@ def child(
     the final pose pass is skipped. Time is counted from the end of the second (warm-up) step.
     ``full_band``: the loss on the full band from the start (as after the coarse-to-fine phase,
     most of a run), else the recipe's start (a 4-cycle band: the decoder samples less).
-    ``search``: every timed step is a step of the global pose search phase (at the search's band,
-    N/4 at full band), else none is. ``box``: the training box (particles Fourier-cropped to it
+    ``search``: ``local`` (the recipe: every timed step searches, on local levels, and the map learns
+    the loss band), ``grid`` (the grid alone, its band capped at N/4, as before local levels) or
+    ``off`` (no step searches). ``box``: the training box (particles Fourier-cropped to it
     as they are read, as ``train --box``); ``shifts``: ``search`` searches translations as
     ``train --shifts search`` does.
     """
@@ -137,10 +138,11 @@ def child(
         losses.append(info.loss)
 
     band = {"kmax_start": None} if full_band else {}
-    search_steps = steps + 2 if search else None
+    search_steps = None if search == "off" else steps + 2
+    local = {"search_local": None} if search == "grid" else {}  # "local": the recipe's default
     config = TrainConfig(
         steps=steps + 2, batch_size=batch, device=device, search_steps=search_steps,
-        shift_range=shift_range, **band,
+        shift_range=shift_range, **band, **local,
     )  # fmt: skip
     train(data, config, on_step, poses=False)
     return {
@@ -182,7 +184,10 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/cryoposenet-throughput"))
     ap.add_argument("--band", choices=["full", "c2f"], default="full", help="loss band (see child())")
-    ap.add_argument("--search", choices=["on", "off"], default="off", help="time pose-search steps")
+    ap.add_argument(
+        "--search", choices=["local", "grid", "off"], default="off",
+        help="time search steps: the recipe's (local levels, map on the loss band), the grid alone, or none",
+    )  # fmt: skip
     ap.add_argument("--crop-from", type=int, help="particles of this box, Fourier-cropped to --px")
     ap.add_argument("--shifts", choices=["known", "search"], default="known", help="as train --shifts")
     ap.add_argument("--box", type=int, help=argparse.SUPPRESS)
@@ -194,8 +199,8 @@ def main(argv=None) -> None:
         print(profile(str(star), min(args.steps, 5), args.batch, args.threads, args.band == "full"))
         return
     if args.child:
-        full, search = args.band == "full", args.search == "on"
-        r = child(args.child, args.steps, args.batch, args.threads, full, search, args.box, args.shifts)
+        full = args.band == "full"
+        r = child(args.child, args.steps, args.batch, args.threads, full, args.search, args.box, args.shifts)
         print(json.dumps(r))
         return
     print("| px | particles (own box) | loss band | search | shifts | device | images/s | peak RSS (MB) |")

@@ -76,7 +76,7 @@ def _refine_chunk(fvol, start, shifts, target, ctf, weights, steps: int, lr: flo
 def _better_of_search(fvol, start, start_shifts, targets: SearchTargets, grid, shift_grid=None):
     """Per image: ``start`` ``(B, 3, 3)`` (with ``start_shifts`` ``(B, 2)`` or None) or the global
     search's best pose (and shift, searched over ``shift_grid``), whichever fits better."""
-    top = 1 if shift_grid is None else 4  # a turn and a shift trade off on the coarse grid: keep more
+    top = 4  # noisy images' best grid pose is often in another basin; shifts trade off with turns
     found, found_err, found_shift = global_search(fvol, targets, grid, top, levels=3, shifts=shift_grid)
     given = None if start_shifts is None else start_shifts[:, None]
     better = found_err[:, 0] < candidate_misfits(fvol, start[:, None], targets, given)[:, 0]

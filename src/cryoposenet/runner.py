@@ -75,9 +75,9 @@ def make_config(steps: int, poses: str = "encoder", **settings) -> TrainConfig:
     """The training recipe (``TrainConfig`` defaults) fitted to a run of ``steps`` steps.
 
     ``lr`` scales the map's rate too (the recipe's ratio is kept). Known poses (the "tomo"
-    baseline) train on the full band from the start; otherwise the
-    coarse-to-fine band reaches Nyquist, and the global pose search ends, by 40 % of the run at the
-    latest.
+    baseline) train on the full band from the start; otherwise the coarse-to-fine band reaches
+    Nyquist by 40 % of the run at the latest, and the global pose search runs the whole run
+    (``search_local``) or ends with the band's ramp (the grid alone).
     """
     recipe = TrainConfig()
     config = dataclasses.replace(recipe, steps=steps, poses=poses, **settings)
@@ -86,7 +86,9 @@ def make_config(steps: int, poses: str = "encoder", **settings) -> TrainConfig:
     if poses == "known":
         return dataclasses.replace(config, kmax_start=None, kmax_steps=0)
     fitted = max(1, int(0.4 * steps))
-    search = None if config.search_steps is None else min(config.search_steps, fitted)
+    search = config.search_steps  # searching locally: the whole run, however far it is resumed
+    if search is not None and config.search_local is None:
+        search = min(search, fitted)
     return dataclasses.replace(config, kmax_steps=min(config.kmax_steps, fitted), search_steps=search)
 
 

@@ -47,22 +47,22 @@ def searching_at(config: TrainConfig, step: int) -> bool:
 
 def search_anneal_at(config: TrainConfig, step: int) -> float:
     """Noise inflation of the search's pose posterior: ``search_anneal`` at step 0, geometrically
-    to 1 when the search ends or (with ``search_local``) when the loss band reaches Nyquist."""
+    to 1 when the search ends or (with ``search_local``) after the band's ramp (``kmax_steps``)."""
     until = config.search_steps or 1
-    if config.search_local is not None and config.kmax_start is not None:
+    if config.search_local is not None:
         until = min(until, config.kmax_steps)
     return config.search_anneal ** max(0.0, 1 - step / max(1, until))
 
 
 def search_bands(config: TrainConfig, n: int, k_max: float) -> dict:
     """:func:`~cryoposenet.pose_search.marginal_misfit`'s bands under the loss band ``k_max``:
-    ``k_max`` (the posterior's), ``grid_band``, ``levels`` and ``map_band``. Without
-    ``search_local`` both bands are ``min(k_max, search_band·N)`` and the map learns only those;
-    with it the posterior's band is ``min(k_max, search_local·N)``, reached by
-    :func:`~cryoposenet.pose_search.levels_for_band` local levels, and the map learns the whole
-    loss band under that posterior."""
+    ``k_max`` (the posterior's), ``grid_band``, ``levels`` and ``map_band``. While the band grows
+    (and without ``search_local``) both bands are ``min(k_max, search_band·N)`` and the map learns
+    only those; once it reaches Nyquist, with ``search_local``, the posterior's band is
+    ``min(k_max, search_local·N)``, reached by :func:`~cryoposenet.pose_search.levels_for_band`
+    local levels, and the map learns the whole loss band under that posterior."""
     grid_band = min(k_max, config.search_band * n)
-    if config.search_local is None:
+    if config.search_local is None or k_max < n / 2:
         return {"k_max": grid_band, "grid_band": grid_band, "levels": 0, "map_band": None}
     band = min(k_max, config.search_local * n)
     return {

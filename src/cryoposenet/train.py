@@ -117,13 +117,13 @@ class TrainConfig:
     lr_decay_at: float | None = 0.8  # fraction of ``steps`` after which both rates drop; None: never
     lr_decay: float = 0.1  # factor on both learning rates from then on
     refine_steps: int = 40  # local refinement of the final encoder poses against the map (0: none)
-    search_steps: int | None = 1500  # steps with a global pose search for each image; None: never
+    search_steps: int | None = 10**9  # steps with a global pose search (default: all); None: never
     search_grid: int = 4608  # rotations of the search's base grid (~15° apart)
     search_band: float = 0.25  # the search's band: |k| ≤ this × N (and ≤ the loss band)
     search_weight: float = 1.0  # weight of the pull of the nearest encoder head onto the searched pose
     search_anneal: float = 10.0  # pose posterior's noise inflation at step 0, down to 1 when the search ends
     search_top: int = 16  # grid poses per image in the pose posterior (the rest weigh nothing)
-    search_local: float | None = None  # posterior's band ≤ this × N, on local grids (None: grid's)
+    search_local: float | None = 0.375  # posterior's band ≤ this × N, on local grids (None: grid's)
     shift_range: float = 0.0  # px: translations searched within this radius when the data carry none
     map_init: str = "uniform"
     mask_radius: float | None = None  # pixels; None: no support mask
