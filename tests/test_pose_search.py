@@ -170,3 +170,14 @@ def test_marginal_misfit_map_band_teaches_the_outer_ring_under_the_inner_posteri
     # interpolation leaks a little of the corruption into the inner band; the ring sees all of it
     assert inner[0].mean() < 1.2 * plain[0].mean()
     assert outer[0].mean() > 3 * fit(vol, 11.0)[0].mean()
+
+
+def test_targets_within_a_narrower_band_equal_targets_made_at_it(planted):
+    _, rots, spectra = planted
+    shifts, ctf = torch.randn(len(rots), 2), _ctf(len(rots), 8000.0, 7000.0)
+    wide = SearchTargets.from_half_planes(spectra, ctf, shifts, band_weights(N, 10.0), 10.0)
+    made = SearchTargets.from_half_planes(spectra, ctf, shifts, band_weights(N, 6.0), 6.0)
+    narrow = wide.within(6.0)
+    assert torch.equal(narrow.keep, made.keep) and torch.equal(narrow.weights, made.weights)
+    assert torch.equal(narrow.spectra, made.spectra) and torch.equal(narrow.ctf, made.ctf)
+    assert int(wide.inside(6.0).sum()) == len(made.keep)

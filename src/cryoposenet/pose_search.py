@@ -67,6 +67,16 @@ class SearchTargets:
         c = ctf.reshape(len(ctf), -1)[:, keep] if ctf is not None else None
         return cls(keep, flat, c, weights.reshape(-1)[keep], n)
 
+    def inside(self, k_max: float) -> torch.Tensor:
+        """Which of the ``Q`` kept frequencies ``(Q,)`` bool lie within ``|k| ≤ k_max``."""
+        return band_weights(self.n, k_max, device=self.keep.device).reshape(-1)[self.keep] > 0
+
+    def within(self, k_max: float) -> SearchTargets:
+        """The same targets restricted to the narrower band ``|k| ≤ k_max``."""
+        mask = self.inside(k_max)
+        ctf = None if self.ctf is None else self.ctf[:, mask]
+        return SearchTargets(self.keep[mask], self.spectra[:, mask], ctf, self.weights[mask], self.n)
+
     def rows(self, part: slice) -> SearchTargets:
         """The targets of the images ``part``."""
         ctf = None if self.ctf is None else self.ctf[part]
@@ -308,19 +318,11 @@ def marginal_misfit(
     ``k_max < |k| ≤ map_band``: its misfits, weighted by the posterior of the band ``k_max`` (poses
     from the low band, the map at every frequency, as cryoSPARC's and RELION's refinements).
     """
-    n, dev = spectra.shape[-2], spectra.device
-    targets = SearchTargets.from_half_planes(
-        spectra, ctf, shifts_px, band_weights(n, k_max, device=dev), k_max
-    )
-    coarse, full = targets, targets
-    if grid_band is not None and grid_band < k_max:
-        coarse = SearchTargets.from_half_planes(
-            spectra, ctf, shifts_px, band_weights(n, grid_band, device=dev), grid_band
-        )
-    if map_band is not None and map_band > k_max:
-        full = SearchTargets.from_half_planes(
-            spectra, ctf, shifts_px, band_weights(n, map_band, device=dev), map_band
-        )
+    widest = k_max if map_band is None else max(k_max, map_band)
+    weights = band_weights(spectra.shape[-2], widest, device=spectra.device)
+    full = SearchTargets.from_half_planes(spectra, ctf, shifts_px, weights, widest)
+    targets = full.within(k_max) if widest > k_max else full
+    coarse = targets.within(grid_band) if grid_band is not None and grid_band < k_max else targets
     grid = cached_grid(grid_size, fvol.data.dtype, fvol.data.device)
     fixed = FourierVolume(fvol.data.detach(), fvol.n, fvol.oversample)
     poses, found = _posterior_poses(fixed, grid, targets, coarse, top, shift_grid_px, levels, seeds)
@@ -329,7 +331,7 @@ def marginal_misfit(
         found = polish_shifts(models, found, full) if levels == 0 else found
         models = models * phases_at(found, full.n, full.keep)
     residual = full.weights * (full.spectra[:, None] - models).abs().square()  # (B, top, Q)
-    inner = band_weights(n, k_max, device=dev).reshape(-1)[full.keep] > 0
+    inner = full.inside(k_max)
     err = residual[..., inner].sum(dim=-1)  # (B, top): the posterior's band
     best = err.detach().argmin(dim=1)
     temp = anneal * err.detach().min(dim=1, keepdim=True).values.clamp_min(1e-12) / len(targets.keep)
