@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from cryoposenet.analysis.metrics import fsc, resolution_at
+from cryoposenet.analysis.reconstruct import run_backprojection
 from cryoposenet.io import read_map
-from cryoposenet.metrics import fsc, resolution_at
-from cryoposenet.reconstruct import run_backprojection
 from cryoposenet.simulate import default_molecule, simulate_dataset
 
 PDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "4ake.pdb"

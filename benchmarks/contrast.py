@@ -1,4 +1,4 @@
-"""Reliability of the contrast-sign detector (cryoposenet.contrast) on simulated stacks.
+"""Reliability of the contrast-sign detector (cryoposenet.training.contrast) on simulated stacks.
 
     python benchmarks/contrast.py --work /tmp/contrast --images 2000
 
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from cryoposenet.contrast import detect_contrast, disc_minus_annulus
-from cryoposenet.data import StackImages
 from cryoposenet.io.particles import load_particles
 from cryoposenet.physics.ctf import ctf_half_plane
 from cryoposenet.physics.fourier import fourier_to_image, image_to_fourier
 from cryoposenet.simulate import default_molecule, simulate_dataset
+from cryoposenet.training.contrast import detect_contrast, disc_minus_annulus
+from cryoposenet.training.data import StackImages
 
 CASES = {  # name: (box, apix, snr_db, defocus µm)
     "64 px 1.6 Å, 0 dB, 0.8–2.5 µm": (64, 1.6, 0.0, (0.8, 2.5)),

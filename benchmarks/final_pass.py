@@ -38,14 +38,14 @@ def _rss_mb() -> float:
 def child(star: str, refine_steps: int, full_map: bool, shifts: str = "known") -> dict:
     import torch
 
-    from cryoposenet.data import pass_progress
-    from cryoposenet.inputs import resolve_settings
+    from cryoposenet.analysis.reconstruct import backproject_halves
     from cryoposenet.io.particles import load_particles
-    from cryoposenet.reconstruct import backproject_halves
-    from cryoposenet.refine import refine_fits
-    from cryoposenet.runner import make_config, particle_data
-    from cryoposenet.shift_search import default_shift_range
-    from cryoposenet.train import final_poses, init_state
+    from cryoposenet.runs.runner import make_config, particle_data
+    from cryoposenet.training.data import pass_progress
+    from cryoposenet.training.inputs import resolve_settings
+    from cryoposenet.training.refine import refine_fits
+    from cryoposenet.training.shift_search import default_shift_range
+    from cryoposenet.training.train import final_poses, init_state
 
     torch.set_num_threads(1)
     stack = load_particles(star)

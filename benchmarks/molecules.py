@@ -10,7 +10,7 @@ held-out images, and the evaluation (``pipeline.evaluate_run``: FSC0.5 against t
 map; held-out poses under the global rotation fitted on the training poses).
 
 The (pseudo-)symmetry is a property of the molecule: it is detected once per molecule
-(``cryoposenet.evaluation.detect_symmetry``) on its map at the default blur and used for every
+(``cryoposenet.analysis.evaluation.detect_symmetry``) on its map at the default blur and used for every
 data set of it. (Sharp maps correlate less with their own rotations: at 64 px, 4AKE's 2-fold
 scores 0.97 on its default-blur map at 2 Å/pixel but 0.89 at B = 5 Å², below the 0.92
 threshold; HIV-1 protease's 0.94 and 0.85.) Held-out errors are taken to the nearest symmetry
@@ -49,7 +49,7 @@ import torch
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
-from cryoposenet.evaluation import detect_symmetry
+from cryoposenet.analysis.evaluation import detect_symmetry
 from cryoposenet.simulate import potential_from_atoms, read_atoms
 from cryoposenet.simulate.potential import blur_A2
 from pipeline import SHARED_DATA, evaluate_run, fmt, simulate_once, train_once

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cryoposenet.evaluation import detect_symmetry, evaluate_maps, heldout_figures, matched_rotations
+from cryoposenet.analysis.evaluation import detect_symmetry, evaluate_maps, heldout_figures, matched_rotations
+from cryoposenet.analysis.metrics import align_rotations
 from cryoposenet.io.mrc import read_map
 from cryoposenet.io.star import read_star
-from cryoposenet.metrics import align_rotations
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -3,9 +3,9 @@
     python benchmarks/pose_tail.py RUN/poses.star SIM/train.star HELD.star SIM/heldout.star SIM/map.mrc
 
 The held-out errors are taken under the global rotation fitted on the training poses, to the
-nearest branch of the reference's (pseudo-)symmetry when :func:`cryoposenet.evaluation.detect_symmetry`
-finds one (as ``cryoposenet evaluate`` does), and their mean, median, maximum and the shares over
-5° and ``--over`` (15°) are printed.
+nearest branch of the reference's (pseudo-)symmetry when
+:func:`cryoposenet.analysis.evaluation.detect_symmetry` finds one (as ``cryoposenet evaluate``
+does), and their mean, median, maximum and the shares over 5° and ``--over`` (15°) are printed.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import argparse
 
 import numpy as np
 
-from cryoposenet.evaluation import detect_symmetry, matched_rotations
+from cryoposenet.analysis.evaluation import detect_symmetry, matched_rotations
+from cryoposenet.analysis.metrics import align_rotations, apply_alignment
 from cryoposenet.io import read_map, read_star
-from cryoposenet.metrics import align_rotations, apply_alignment
 
 
 def main(argv=None) -> None:

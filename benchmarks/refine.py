@@ -6,7 +6,7 @@
 RUN is a ``cryoposenet train`` folder (encoder mode), SIM the ``cryoposenet simulate`` folder it
 was trained on (``train.star`` with the true angles, ``heldout.star``, ``map.mrc``). Poses of
 ``--train-images`` training images and of all held-out images come from the encoder (one forward
-pass), then from :func:`cryoposenet.refine.refine_poses` at each band (cycles per box). The global
+pass), then from :func:`cryoposenet.training.refine.refine_poses` at each band (cycles per box). The global
 rotation is fitted on the training images; errors are reported blind and, when the reference has
 a (pseudo-)symmetry (4AKE's 2-fold), to the nearest branch. Prints a Markdown table.
 """
@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryoposenet.checkpoint import load_checkpoint, read_checkpoint
-from cryoposenet.evaluation import detect_symmetry
+from cryoposenet.analysis.evaluation import detect_symmetry
+from cryoposenet.analysis.metrics import align_rotations, apply_alignment
 from cryoposenet.io.mrc import read_map
 from cryoposenet.io.particles import load_particles
-from cryoposenet.metrics import align_rotations, apply_alignment
-from cryoposenet.refine import REFINE_STEPS, refine_poses
-from cryoposenet.runner import particle_data
-from cryoposenet.train import predict_poses
+from cryoposenet.runs.runner import particle_data
+from cryoposenet.training.checkpoint import load_checkpoint, read_checkpoint
+from cryoposenet.training.refine import REFINE_STEPS, refine_poses
+from cryoposenet.training.train import predict_poses
 
 
 def _errors(est_train, true_train, est_held, true_held, symmetry) -> str:

@@ -17,9 +17,9 @@ import argparse
 
 import numpy as np
 
-from cryoposenet.evaluation import matched_rows
+from cryoposenet.analysis.evaluation import matched_rows
+from cryoposenet.analysis.metrics import align_rotations, apply_alignment
 from cryoposenet.io import read_star
-from cryoposenet.metrics import align_rotations, apply_alignment
 from cryoposenet.physics.rotations import relion_angles_to_matrix
 
 

@@ -106,7 +106,7 @@ def child(
 ) -> dict:  # fmt: skip
     """Time ``steps`` training steps on ``star`` in this process; images/s and peak RSS.
 
-    Steps run through :func:`cryoposenet.train.train` (images streamed, read one step ahead);
+    Steps run through :func:`cryoposenet.training.train.train` (images streamed, read one step ahead);
     the final pose pass is skipped. Time is counted from the end of the second (warm-up) step.
     ``full_band``: the loss on the full band from the start (as after the coarse-to-fine phase,
     most of a run), else the recipe's start (a 4-cycle band: the decoder samples less).
@@ -118,11 +118,11 @@ def child(
     """
     import torch
 
-    from cryoposenet.inputs import resolve_settings
     from cryoposenet.io import load_particles
-    from cryoposenet.runner import particle_data
-    from cryoposenet.shift_search import default_shift_range
-    from cryoposenet.train import TrainConfig, train
+    from cryoposenet.runs.runner import particle_data
+    from cryoposenet.training.inputs import resolve_settings
+    from cryoposenet.training.shift_search import default_shift_range
+    from cryoposenet.training.train import TrainConfig, train
 
     torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -159,8 +159,8 @@ def profile(star: str, steps: int, batch: int, threads: int, full_band: bool) ->
     from torch.profiler import ProfilerActivity, profile
 
     from cryoposenet.io import load_particles
-    from cryoposenet.runner import particle_data
-    from cryoposenet.train import TrainConfig, init_state, train
+    from cryoposenet.runs.runner import particle_data
+    from cryoposenet.training.train import TrainConfig, init_state, train
 
     torch.set_num_threads(threads)
     data = particle_data(load_particles(star))

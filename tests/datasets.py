@@ -9,8 +9,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from cryoposenet.evaluation import SYMMETRY_THRESHOLD
-from cryoposenet.evaluation import detect_symmetry as _detect_symmetry
+from cryoposenet.analysis.evaluation import SYMMETRY_THRESHOLD
+from cryoposenet.analysis.evaluation import detect_symmetry as _detect_symmetry
 from cryoposenet.io import StackWriter, default_optics, write_star
 from cryoposenet.physics.ctf import ctf_half_plane
 from cryoposenet.physics.fourier import fourier_to_image, image_to_fourier, shift_phase
@@ -90,7 +90,7 @@ _SYMMETRY: dict = {}
 
 
 def detect_symmetry_once(reference, threshold: float = SYMMETRY_THRESHOLD):
-    """``cryoposenet.evaluation.detect_symmetry``, computed once per distinct map in a session.
+    """``cryoposenet.analysis.evaluation.detect_symmetry``, computed once per distinct map in a session.
 
     The search is a deterministic function of the map (its bytes, dtype and shape), so a repeat on
     the same map returns the first answer (copies): the 4AKE tests and the demo search one map.
@@ -107,7 +107,8 @@ def detect_symmetry_once(reference, threshold: float = SYMMETRY_THRESHOLD):
 def symmetry_searched_once():
     """Within the block the pipeline's callers of ``detect_symmetry`` (training evaluations,
     ``evaluate_files``, the report) share :func:`detect_symmetry_once`'s answers."""
-    from cryoposenet import evaluation, report, runner
+    from cryoposenet.analysis import evaluation, report
+    from cryoposenet.runs import runner
 
     with pytest.MonkeyPatch.context() as mp:
         for module in (evaluation, report, runner):

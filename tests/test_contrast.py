@@ -9,12 +9,12 @@ import torch
 import yaml
 
 from cryoposenet.cli import main
-from cryoposenet.contrast import detect_contrast, disc_minus_annulus, phase_flip
-from cryoposenet.data import StackImages
-from cryoposenet.inputs import ctf_tensors
 from cryoposenet.io import load_particles, read_map
 from cryoposenet.physics.ctf import ctf_half_plane
 from cryoposenet.simulate import default_molecule, simulate_dataset
+from cryoposenet.training.contrast import detect_contrast, disc_minus_annulus, phase_flip
+from cryoposenet.training.data import StackImages
+from cryoposenet.training.inputs import ctf_tensors
 
 
 @pytest.fixture(scope="module")

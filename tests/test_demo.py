@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from cryoposenet import runner
 from cryoposenet.cli import main
+from cryoposenet.runs import runner
 from datasets import symmetry_searched_once
 
 TINY = {"box": 32, "apix": 3.6, "n_images": 48, "heldout": 16, "steps": 2}
@@ -26,10 +26,10 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "d"
     text = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, symmetry_searched_once(), contextlib.redirect_stdout(text):
-        mp.setattr("cryoposenet.demo.DEMO_SETTINGS", TINY)
+        mp.setattr("cryoposenet.runs.demo.DEMO_SETTINGS", TINY)
         for name in ("make_config", "run_predict"):
             mp.setattr(
-                f"cryoposenet.demo.{name}",
+                f"cryoposenet.runs.demo.{name}",
                 functools.partial(getattr(runner, name), refine_steps=REFINE_STEPS),
             )
         assert main(["demo", "-o", str(out), "--device", "cpu"]) == 0

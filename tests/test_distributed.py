@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from cryoposenet.distributed import DataParallel
 from cryoposenet.io import read_map, read_star
 from cryoposenet.physics.rotations import geodesic_distance, relion_angles_to_matrix
-from cryoposenet.runner import make_config, run_training
+from cryoposenet.runs.runner import make_config, run_training
+from cryoposenet.training.distributed import DataParallel
 from datasets import write_dataset
 
 

@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 import torch
 
-from cryoposenet.data import StackImages
 from cryoposenet.io import StackWriter, default_optics, load_particles, write_star
 from cryoposenet.physics import projection
 from cryoposenet.physics.ctf import ctf_half_plane
@@ -17,6 +16,7 @@ from cryoposenet.physics.fourier import (
 )
 from cryoposenet.physics.fourier_crop import cropped_apix, default_box, fourier_crop
 from cryoposenet.physics.rotations import random_rotations
+from cryoposenet.training.data import StackImages
 from datasets import blob_map
 
 CTF = dict(

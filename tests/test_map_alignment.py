@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from cryoposenet.analysis.map_alignment import align_maps, centre_on, downsample
+from cryoposenet.analysis.metrics import MIRROR, align_map, pose_errors_deg
 from cryoposenet.cli import main
 from cryoposenet.io import write_map
-from cryoposenet.map_alignment import align_maps, centre_on, downsample
-from cryoposenet.metrics import MIRROR, align_map, pose_errors_deg
 from cryoposenet.physics.rotations import random_rotations
 from datasets import blob_map as _blob_map
 from datasets import resample

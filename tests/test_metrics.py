@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from cryoposenet.metrics import (
+from cryoposenet.analysis.metrics import (
     MIRROR,
     align_map,
     align_rotations,

@@ -2,9 +2,9 @@
 
 import torch
 
-from cryoposenet.data import pass_progress, read_chunks
-from cryoposenet.refine import refine_poses
-from cryoposenet.train import ParticleData, TrainConfig, init_state, predict_poses
+from cryoposenet.training.data import pass_progress, read_chunks
+from cryoposenet.training.refine import refine_poses
+from cryoposenet.training.train import ParticleData, TrainConfig, init_state, predict_poses
 
 
 def test_on_chunk_is_called_after_the_caller_has_finished_each_chunk():

@@ -11,7 +11,7 @@ from cryoposenet.physics.ctf import ctf_half_plane
 from cryoposenet.physics.fourier import image_to_fourier, shift_phase
 from cryoposenet.physics.projection import project_real_space, slice_volume, volume_to_fourier
 from cryoposenet.physics.rotations import geodesic_distance, random_rotations
-from cryoposenet.pose_search import (
+from cryoposenet.training.pose_search import (
     SearchTargets,
     candidate_misfits,
     global_search,

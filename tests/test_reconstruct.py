@@ -3,12 +3,12 @@ import pandas as pd
 import pytest
 import torch
 
+from cryoposenet.analysis.metrics import fsc
+from cryoposenet.analysis.reconstruct import FourierAccumulator
 from cryoposenet.cli import main
 from cryoposenet.io import read_map, read_star, write_star
-from cryoposenet.metrics import fsc
 from cryoposenet.physics.projection import project_real_space
 from cryoposenet.physics.rotations import random_rotations
-from cryoposenet.reconstruct import FourierAccumulator
 from datasets import blob_map, write_dataset
 
 

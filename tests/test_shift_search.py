@@ -4,15 +4,15 @@ jointly with the rotation, and through training's refinement of unknown shifts).
 import pytest
 import torch
 
-from cryoposenet import pose_search
 from cryoposenet.model.losses import band_weights
 from cryoposenet.physics.fourier import image_to_fourier, shift_phase
 from cryoposenet.physics.projection import band_indices, project_real_space, slice_volume, volume_to_fourier
 from cryoposenet.physics.rotations import geodesic_distance, random_rotations
-from cryoposenet.pose_search import SearchTargets, global_search, marginal_misfit, so3_grid
-from cryoposenet.refine import refine_fits
-from cryoposenet.shift_search import candidate_shifts, phases_at, shift_grid, shift_search_grid
-from cryoposenet.train import ParticleData, TrainConfig, init_state
+from cryoposenet.training import pose_search
+from cryoposenet.training.pose_search import SearchTargets, global_search, marginal_misfit, so3_grid
+from cryoposenet.training.refine import refine_fits
+from cryoposenet.training.shift_search import candidate_shifts, phases_at, shift_grid, shift_search_grid
+from cryoposenet.training.train import ParticleData, TrainConfig, init_state
 from model.conftest import blobs
 from test_pose_search import _ctf
 

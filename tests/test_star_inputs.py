@@ -6,10 +6,10 @@ import torch
 import yaml
 
 from cryoposenet.cli import build_parser, main
-from cryoposenet.inputs import origins_out_A, particle_data, resolve_settings
 from cryoposenet.io import load_particles, read_map, read_star, write_star
 from cryoposenet.physics.imaging import origin_to_translation
-from cryoposenet.train import TrainConfig, init_state, predict_fits
+from cryoposenet.training.inputs import origins_out_A, particle_data, resolve_settings
+from cryoposenet.training.train import TrainConfig, init_state, predict_fits
 from datasets import write_dataset
 
 

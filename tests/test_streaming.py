@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from cryoposenet.data import Prefetcher, StackImages, sample_images
 from cryoposenet.errors import InputError
 from cryoposenet.io import StackWriter, default_optics, load_particles, write_star
-from cryoposenet.runner import particle_data
-from cryoposenet.train import ParticleData, TrainConfig, train
+from cryoposenet.runs.runner import particle_data
+from cryoposenet.training.data import Prefetcher, StackImages, sample_images
+from cryoposenet.training.train import ParticleData, TrainConfig, train
 from datasets import write_dataset
 
 

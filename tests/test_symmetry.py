@@ -5,11 +5,11 @@ import json
 import numpy as np
 import torch
 
+from cryoposenet.analysis.evaluation import detect_symmetry, heldout_figures
+from cryoposenet.analysis.metrics import MIRROR, align_rotations, apply_alignment, pose_errors_deg
 from cryoposenet.cli import main
-from cryoposenet.evaluation import detect_symmetry, heldout_figures
 from cryoposenet.io import write_map, write_star
 from cryoposenet.io.star import default_optics
-from cryoposenet.metrics import MIRROR, align_rotations, apply_alignment, pose_errors_deg
 from cryoposenet.physics.projection import project
 from cryoposenet.physics.rotations import matrix_to_relion_angles, random_rotations
 from datasets import blob_map, resample

@@ -18,13 +18,13 @@ __all__ = ["main", "build_parser"]
 
 # subcommand -> "module:function" called with the parsed namespace; imported only when run
 HANDLERS = {
-    "simulate": "cryoposenet.commands:simulate",
-    "train": "cryoposenet.commands:train",
-    "predict": "cryoposenet.commands:predict",
-    "evaluate": "cryoposenet.commands:evaluate",
-    "backproject": "cryoposenet.commands:backproject",
-    "report": "cryoposenet.commands:report",
-    "demo": "cryoposenet.commands:demo",
+    "simulate": "cryoposenet.runs.commands:simulate",
+    "train": "cryoposenet.runs.commands:train",
+    "predict": "cryoposenet.runs.commands:predict",
+    "evaluate": "cryoposenet.runs.commands:evaluate",
+    "backproject": "cryoposenet.runs.commands:backproject",
+    "report": "cryoposenet.runs.commands:report",
+    "demo": "cryoposenet.runs.commands:demo",
 }
 
 

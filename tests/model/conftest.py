@@ -3,7 +3,7 @@ import torch
 
 from cryoposenet.physics.projection import project_real_space
 from cryoposenet.physics.rotations import random_rotations
-from cryoposenet.train import ParticleData
+from cryoposenet.training.train import ParticleData
 
 
 def blobs(n: int, seed: int = 0, count: int = 6) -> torch.Tensor:

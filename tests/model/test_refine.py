@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from cryoposenet.physics.rotations import expmap_to_quaternion, geodesic_distance, quaternion_to_matrix
-from cryoposenet.refine import refine_poses
-from cryoposenet.train import TrainConfig, train
+from cryoposenet.training.refine import refine_poses
+from cryoposenet.training.train import TrainConfig, train
 
 
 def _turned(rots: torch.Tensor, deg: float, seed: int) -> torch.Tensor:

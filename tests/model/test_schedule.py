@@ -2,8 +2,8 @@
 
 import pytest
 
-from cryoposenet.schedule import k_max_at, search_anneal_at, search_bands
-from cryoposenet.train import TrainConfig
+from cryoposenet.training.schedule import k_max_at, search_anneal_at, search_bands
+from cryoposenet.training.train import TrainConfig
 
 
 def test_search_bands_without_local_levels_cap_everything_at_the_grid_band():

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from cryoposenet.checkpoint import restore, state_payload
 from cryoposenet.model.losses import chordal_to_deg, flip_rotations
 from cryoposenet.physics.rotations import geodesic_distance
-from cryoposenet.train import (
+from cryoposenet.training.checkpoint import restore, state_payload
+from cryoposenet.training.train import (
     ParticleData,
     TrainConfig,
     _batch_loss,

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from cryoposenet.map_alignment import align_maps
-from cryoposenet.metrics import align_map, fsc, resolution_at
+from cryoposenet.analysis.map_alignment import align_maps
+from cryoposenet.analysis.metrics import align_map, fsc, resolution_at
+from cryoposenet.analysis.reconstruct import FourierAccumulator
 from cryoposenet.physics import projection
 from cryoposenet.physics.ctf import ctf_half_plane
 from cryoposenet.physics.fourier import fourier_to_image, image_to_fourier, shift_phase
 from cryoposenet.physics.rotations import random_rotations
-from cryoposenet.reconstruct import FourierAccumulator
 
 F64 = torch.float64
 
@@ -75,7 +75,7 @@ def test_map_alignment_and_fsc_on_an_odd_box(blob_map):
     n = 25
     ref = blob_map(n, seed=4).volume().numpy()
     truth = random_rotations(1, torch.Generator().manual_seed(5), dtype=F64)[0].numpy()
-    from cryoposenet.metrics import Alignment
+    from cryoposenet.analysis.metrics import Alignment
 
     moved = align_map(ref, Alignment(truth, False, np.array([])))  # ref seen in another frame
     alignment, score = align_maps(moved, ref, n_rotations=2000, coarse_size=15, fine_size=25)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .physics.ctf import ctf_half_plane
-from .physics.fourier import fourier_to_image, image_to_fourier
+from ..physics.ctf import ctf_half_plane
+from ..physics.fourier import fourier_to_image, image_to_fourier
 
 __all__ = ["Contrast", "detect_contrast", "disc_minus_annulus", "phase_flip", "Z_MIN"]
 
@@ -70,8 +70,8 @@ def disc_minus_annulus(images: torch.Tensor) -> torch.Tensor:
 
 def detect_contrast(images, rows: torch.Tensor, apix: float, ctf: dict | None = None) -> Contrast:
     """The contrast sign of the images ``rows`` of ``images`` (a tensor or a row source, e.g.
-    :class:`~cryoposenet.data.StackImages`) of pixel size ``apix`` Å; ``ctf``: per-particle
-    parameters (:class:`~cryoposenet.train.ParticleData`'s ``(M,)`` tensors) or None."""
+    :class:`~cryoposenet.training.data.StackImages`) of pixel size ``apix`` Å; ``ctf``: per-particle
+    parameters (:class:`~cryoposenet.training.train.ParticleData`'s ``(M,)`` tensors) or None."""
     n = images.shape[-1]
     scores = []
     for part in rows.split(_CHUNK):

@@ -20,17 +20,17 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from .errors import InputError  # noqa: E402
+from ..errors import InputError  # noqa: E402
+from ..io.atomic import atomic_path, write_text_atomic  # noqa: E402
+from ..io.mrc import read_map  # noqa: E402
+from ..io.particles import load_particles  # noqa: E402
+from ..io.star import read_star  # noqa: E402
+from ..physics.ctf import ctf_half_plane  # noqa: E402
+from ..physics.imaging import origin_to_translation, render  # noqa: E402
+from ..physics.projection import volume_to_fourier  # noqa: E402
+from ..physics.rotations import relion_angles_to_matrix  # noqa: E402
 from .evaluation import detect_symmetry, evaluate_maps, matched_rotations  # noqa: E402
-from .io.atomic import atomic_path, write_text_atomic  # noqa: E402
-from .io.mrc import read_map  # noqa: E402
-from .io.particles import load_particles  # noqa: E402
-from .io.star import read_star  # noqa: E402
 from .metrics import align_map, align_rotations  # noqa: E402
-from .physics.ctf import ctf_half_plane  # noqa: E402
-from .physics.imaging import origin_to_translation, render  # noqa: E402
-from .physics.projection import volume_to_fourier  # noqa: E402
-from .physics.rotations import relion_angles_to_matrix  # noqa: E402
 
 __all__ = ["write_report"]
 

@@ -10,7 +10,7 @@ the number of particles.
 Misfit: ``Σ_k w_k |Y_k − c_k S_k|²`` over the band, ``Y`` an image's spectrum (phase-shifted by its
 known translation), ``c`` its CTF, ``S`` a slice, ``w`` the Parseval weights of
 :func:`cryoposenet.model.losses.band_weights`, so it is the training loss of that one pose.
-Rotations are composed as in :mod:`cryoposenet.refine`: ``exp(ω)·R``, ``ω`` in the map's frame.
+Rotations are composed as in :mod:`cryoposenet.training.refine`: ``exp(ω)·R``, ``ω`` in the map's frame.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .model.losses import band_weights
-from .physics.fourier import shift_phase
-from .physics.projection import FourierVolume, band_indices, slice_band
-from .physics.rotations import axis_angle_to_matrix, quaternion_to_matrix
+from ..model.losses import band_weights
+from ..physics.fourier import shift_phase
+from ..physics.projection import FourierVolume, band_indices, slice_band
+from ..physics.rotations import axis_angle_to_matrix, quaternion_to_matrix
 from .shift_search import phases_at, refine_shifts
 
 __all__ = [
@@ -194,7 +194,7 @@ def _grid_best(fvol: FourierVolume, grid: torch.Tensor, t: SearchTargets, top: i
 
 def polish_shifts(models: torch.Tensor, shifts, t: SearchTargets, step_px: float = 0.5):
     """Shifts ``(B, C, 2)`` refined on two local grids from ``step_px``
-    (:func:`cryoposenet.shift_search.refine_shifts`) for each image's unshifted model spectra
+    (:func:`cryoposenet.training.shift_search.refine_shifts`) for each image's unshifted model spectra
     ``(B, C, Q)`` (:func:`_models` without shifts)."""
     with torch.no_grad():
         a = t.weights * t.spectra.conj()[:, None] * models.detach()

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import save_checkpoint
-from .errors import CryoPoseNetError, TrainingDiverged
-from .io.atomic import write_text_atomic
-from .train import TrainState
+from ..errors import CryoPoseNetError, TrainingDiverged
+from ..io.atomic import write_text_atomic
+from ..training.checkpoint import save_checkpoint
+from ..training.train import TrainState
 
 __all__ = ["METRIC_COLUMNS", "MetricsLog", "Progress", "stop_on_signals"]
 

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import InputError
-from .io.mrc import read_map
-from .io.star import ParticleTable, read_star
+from ..errors import InputError
+from ..io.mrc import read_map
+from ..io.star import ParticleTable, read_star
+from ..physics.fourier_crop import fourier_crop
+from ..physics.rotations import relion_angles_to_matrix
 from .map_alignment import align_maps, centre_on, self_correlations, self_symmetry
 from .metrics import (
     Alignment,
@@ -32,8 +34,6 @@ from .metrics import (
     rotation_angle_deg,
     symmetry_group,
 )
-from .physics.fourier_crop import fourier_crop
-from .physics.rotations import relion_angles_to_matrix
 
 __all__ = [
     "EvaluationResult",

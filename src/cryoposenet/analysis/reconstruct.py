@@ -16,18 +16,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import StackImages, pass_progress, read_chunks
-from .errors import InputError
-from .inputs import contrast_setting
-from .io.atomic import write_text_atomic
-from .io.mrc import write_map
-from .io.particles import load_particles
-from .io.star import read_star
+from ..errors import InputError
+from ..io.atomic import write_text_atomic
+from ..io.mrc import write_map
+from ..io.particles import load_particles
+from ..io.star import read_star
+from ..physics.ctf import ctf_half_plane
+from ..physics.fourier import centre_crop, centre_pad, half_plane_freqs, image_to_fourier, shift_phase
+from ..physics.imaging import origin_to_translation
+from ..physics.rotations import relion_angles_to_matrix
+from ..training.data import StackImages, pass_progress, read_chunks
+from ..training.inputs import contrast_setting
 from .metrics import fsc, resolution_at
-from .physics.ctf import ctf_half_plane
-from .physics.fourier import centre_crop, centre_pad, half_plane_freqs, image_to_fourier, shift_phase
-from .physics.imaging import origin_to_translation
-from .physics.rotations import relion_angles_to_matrix
 
 __all__ = [
     "FourierAccumulator",
@@ -161,7 +161,7 @@ def backproject_halves(
     show: bool = True,
 ) -> list[FourierAccumulator]:
     """Accumulators of two random half sets of ``images`` (a tensor or a row source such as
-    :class:`~cryoposenet.data.StackImages`), read in chunks a chunk ahead with one progress bar.
+    :class:`~cryoposenet.training.data.StackImages`), read in chunks a chunk ahead with one progress bar.
 
     ``rotations`` ``(M, 3, 3)``, ``translations_px`` ``(M, 2)`` (image pixels, or None) and ``ctf``
     (``(M,)`` arrays per :func:`~cryoposenet.physics.ctf.ctf_2d` parameter, or None) are per row.

@@ -8,10 +8,10 @@ Each is resolved once, from the flags and the data, printed at the start and rec
   up to 128 px, else 128 px. CTFs are evaluated and known translations taken at the cropped
   pixel size.
 - **invert** (``--invert`` / ``--no-invert``): images × −1 as they are read; default: detected
-  (:mod:`cryoposenet.contrast`). Undetermined contrast trains as given, with a warning.
+  (:mod:`cryoposenet.training.contrast`). Undetermined contrast trains as given, with a warning.
 - **shifts** (``--shifts search|known|none``): ``known`` takes the STAR file's origins, ``none``
   takes every particle as centred, ``search`` leaves the translations to the pose search
-  (``ParticleData.translations_px`` None, :mod:`cryoposenet.shift_search`); default ``known``
+  (``ParticleData.translations_px`` None, :mod:`cryoposenet.training.shift_search`); default ``known``
   when the STAR file has origin columns, else ``search``.
 """
 
@@ -23,14 +23,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ..errors import InputError
+from ..io.particles import ParticleStack
+from ..io.star import ParticleTable
+from ..physics.fourier_crop import DEFAULT_BOX, cropped_apix, default_box, fourier_crop
+from ..physics.imaging import origin_to_translation
+from ..physics.rotations import relion_angles_to_matrix
 from .contrast import Contrast, detect_contrast
 from .data import StackImages, checked_box, sample_rows
-from .errors import InputError
-from .io.particles import ParticleStack
-from .io.star import ParticleTable
-from .physics.fourier_crop import DEFAULT_BOX, cropped_apix, default_box, fourier_crop
-from .physics.imaging import origin_to_translation
-from .physics.rotations import relion_angles_to_matrix
 from .shift_search import default_shift_range
 from .train import ParticleData
 
@@ -151,7 +151,7 @@ def resolve_settings(
 def particle_data(stack: ParticleStack, settings: DataSettings | None = None) -> ParticleData:
     """A stack's per-particle parameters as :class:`ParticleData` tensors; images stay in the files.
 
-    The images are a :class:`~cryoposenet.data.StackImages` (read in batches, cropped and inverted
+    The images are a :class:`~cryoposenet.training.data.StackImages` (read in batches, cropped and inverted
     as ``settings`` say; default: the particles as stored, known origins); translations are in
     training pixels, None for ``shifts="search"``.
     """

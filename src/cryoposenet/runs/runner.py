@@ -1,7 +1,7 @@
 """Run folders: ``train`` and ``predict`` from STAR files, with SPEC.md's outputs.
 
 A run folder holds ``map.mrc``, ``poses.star``, ``metrics.csv`` (``step`` first), ``config.yaml``
-and ``checkpoint.pt``. Training itself lives in :mod:`cryoposenet.train`; this module moves data
+and ``checkpoint.pt``. Training itself lives in :mod:`cryoposenet.training.train`; this module moves data
 between files and that library.
 """
 
@@ -17,13 +17,24 @@ import numpy as np
 import torch
 import yaml
 
-from . import __version__, distributed
-from .checkpoint import load_checkpoint, read_checkpoint
-from .data import StackImages, pass_progress
-from .distributed import DataParallel
-from .errors import InputError
-from .evaluation import detect_symmetry, evaluate_maps
-from .inputs import (
+from .. import __version__
+from ..analysis.evaluation import detect_symmetry, evaluate_maps
+from ..analysis.map_alignment import align_maps
+from ..analysis.metrics import align_rotations
+from ..analysis.reconstruct import backproject_halves, write_half_maps
+from ..errors import InputError
+from ..io.atomic import write_text_atomic
+from ..io.mrc import read_map, write_map
+from ..io.particles import ParticleStack, load_particles, optics_for
+from ..io.star import ParticleTable, write_star
+from ..physics.fourier_crop import cropped_apix
+from ..physics.imaging import origin_to_translation
+from ..physics.rotations import matrix_to_relion_angles
+from ..training import distributed
+from ..training.checkpoint import load_checkpoint, read_checkpoint
+from ..training.data import StackImages, pass_progress
+from ..training.distributed import DataParallel
+from ..training.inputs import (
     DataSettings,
     check_resumed,
     origins_out_A,
@@ -32,20 +43,9 @@ from .inputs import (
     resolve_settings,
     settings_from_config,
 )
-from .io.atomic import write_text_atomic
-from .io.mrc import read_map, write_map
-from .io.particles import ParticleStack, load_particles, optics_for
-from .io.star import ParticleTable, write_star
-from .map_alignment import align_maps
-from .metrics import align_rotations
-from .physics.fourier_crop import cropped_apix
-from .physics.imaging import origin_to_translation
-from .physics.rotations import matrix_to_relion_angles
-from .progress import MetricsLog, Progress, stop_on_signals
-from .reconstruct import backproject_halves, write_half_maps
-from .refine import REFINE_STEPS, refine_fits
-from .shift_search import default_shift_range
-from .train import (
+from ..training.refine import REFINE_STEPS, refine_fits
+from ..training.shift_search import default_shift_range
+from ..training.train import (
     ParticleData,
     TrainConfig,
     TrainState,
@@ -55,6 +55,7 @@ from .train import (
     predict_poses,
     train,
 )
+from .progress import MetricsLog, Progress, stop_on_signals
 
 __all__ = [
     "make_config",
@@ -140,8 +141,8 @@ def _evaluator(data: ParticleData, ref_path, settings: DataSettings):
 
     The reference is taken at the training box (Fourier-cropped from the particles' box). With a
     (pseudo-)symmetric reference the symmetry-aware errors are logged too and the map is aligned
-    by them (see :mod:`cryoposenet.evaluation`). The map is also aligned to the reference on its own
-    (:func:`~cryoposenet.map_alignment.align_maps`) and the better FSC kept: while the encoder's
+    by them (see :mod:`cryoposenet.analysis.evaluation`). The map is also aligned to the reference on its own
+    (:func:`~cryoposenet.analysis.map_alignment.align_maps`) and the better FSC kept: while the encoder's
     poses are still far off, aligning by them would understate the map.
     """
     reference = reference_at(read_map(ref_path)[0], settings, ref_path)
@@ -237,7 +238,7 @@ def run_training(star, out_dir, config: TrainConfig, **options) -> dict:
     """Train on a STAR file and write the run folder; returns the final figures.
 
     ``options``: those of :func:`_run_training`. Under ``torchrun`` (``WORLD_SIZE`` > 1) every
-    process trains on its share of each batch (see :mod:`cryoposenet.distributed`) and rank 0
+    process trains on its share of each batch (see :mod:`cryoposenet.training.distributed`) and rank 0
     alone writes the run folder. When the training box is smaller than the particles, rank 0 then
     backprojects the particles at their own size into ``OUT/full/`` (after the others have left).
     """

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .physics.rotations import geodesic_distance
+from ..physics.rotations import geodesic_distance
 
 __all__ = [
     "fsc",

@@ -6,21 +6,21 @@ import json
 import sys
 from argparse import Namespace
 
-from .io.atomic import write_text_atomic
+from ..io.atomic import write_text_atomic
 
 __all__ = ["simulate", "train", "predict", "evaluate", "backproject", "report", "demo"]
 
 
 def _bfactor_line(bfactor: float | None, apix: float) -> str:
-    from .simulate.potential import blur_A2
+    from ..simulate.potential import blur_A2
 
     how = "--bfactor" if bfactor is not None else f"default 32·apix² at {apix:g} Å/pixel"
     return f"B-factor {blur_A2(apix, bfactor):.4g} Å² added to every atom ({how})"
 
 
 def simulate(args: Namespace) -> None:
-    from .simulate import default_molecule, simulate_dataset
-    from .simulate.dataset import DEFAULT_APIX
+    from ..simulate import default_molecule, simulate_dataset
+    from ..simulate.dataset import DEFAULT_APIX
 
     sizes = {k: v for k, v in (("box", args.box), ("apix", args.apix)) if v is not None}
     atoms = default_molecule() if args.pdb is None and args.map is None else None
@@ -108,7 +108,7 @@ def predict(args: Namespace) -> None:
 
 
 def evaluate(args: Namespace) -> None:
-    from .evaluation import evaluate_files
+    from ..analysis.evaluation import evaluate_files
 
     result = evaluate_files(
         args.map, args.ref, args.poses, args.ref_poses, apix=args.apix, symmetry=not args.no_symmetry
@@ -121,7 +121,7 @@ def evaluate(args: Namespace) -> None:
 
 
 def backproject(args: Namespace) -> None:
-    from .reconstruct import run_backprojection
+    from ..analysis.reconstruct import run_backprojection
 
     result = run_backprojection(
         args.star, args.out, poses=args.poses, datadir=args.datadir, seed=args.seed, invert=args.invert
@@ -134,7 +134,7 @@ def backproject(args: Namespace) -> None:
 
 
 def report(args: Namespace) -> None:
-    from .report import write_report
+    from ..analysis.report import write_report
 
     print(f"wrote {write_report(args.run)}")
 

@@ -1,4 +1,4 @@
-"""Checkpoints of a training run: everything :class:`~cryoposenet.train.TrainState` holds.
+"""Checkpoints of a training run: everything :class:`~cryoposenet.training.train.TrainState` holds.
 
 Written atomically (temporary file + rename), so a kill mid-write leaves the previous one intact.
 """
@@ -10,8 +10,8 @@ import os
 
 import torch
 
-from .errors import InputError
-from .io.atomic import atomic_path
+from ..errors import InputError
+from ..io.atomic import atomic_path
 from .train import ParticleData, TrainConfig, TrainState, init_state
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "state_payload", "restore"]

@@ -55,11 +55,11 @@ def search_anneal_at(config: TrainConfig, step: int) -> float:
 
 
 def search_bands(config: TrainConfig, n: int, k_max: float) -> dict:
-    """:func:`~cryoposenet.pose_search.marginal_misfit`'s bands under the loss band ``k_max``:
+    """:func:`~cryoposenet.training.pose_search.marginal_misfit`'s bands under the loss band ``k_max``:
     ``k_max`` (the posterior's), ``grid_band``, ``levels`` and ``map_band``. While the band grows
     (and without ``search_local``) both bands are ``min(k_max, search_band·N)`` and the map learns
     only those; once it reaches Nyquist, with ``search_local``, the posterior's band is
-    ``min(k_max, search_local·N)``, reached by :func:`~cryoposenet.pose_search.levels_for_band`
+    ``min(k_max, search_local·N)``, reached by :func:`~cryoposenet.training.pose_search.levels_for_band`
     local levels, and the map learns the whole loss band under that posterior."""
     grid_band = min(k_max, config.search_band * n)
     if config.search_local is None or k_max < n / 2:

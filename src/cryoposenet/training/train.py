@@ -3,9 +3,9 @@
 ``poses``: ``encoder`` (CryoPoseNet: a CNN predicts each image's rotation), ``known`` (rotations
 given: the paper's "tomo" baseline, i.e. reconstruction only) or ``free`` (one learnable rotation
 per image: the paper's "AD" baseline). The library reads no files: images arrive as a tensor or
-as a source that reads rows on demand (:class:`cryoposenet.data.StackImages`); batches are then
+as a source that reads rows on demand (:class:`cryoposenet.training.data.StackImages`); batches are then
 read one step ahead in a background thread. Under ``torchrun`` (``state.parallel``, see
-:mod:`cryoposenet.distributed`) each process takes its share of every batch.
+:mod:`cryoposenet.training.distributed`) each process takes its share of every batch.
 
 Convergence options beyond the paper (see docs/training.md for what each measured):
 ``kmax_start``/``kmax_steps`` (coarse-to-fine: the loss sees only a low-pass disc whose radius
@@ -13,9 +13,9 @@ grows linearly to Nyquist), ``symmetric`` (cryoAI's in-plane 180° loss), ``head
 (winner-take-all over several pose hypotheses), ``map_init``/``mask_radius``, ``lr_map``,
 ``lr_decay_at``/``lr_decay`` (both learning rates ×0.1 for the last 20% of the steps),
 ``search_*`` (for the first ``search_steps`` the map learns from each image's pose posterior on
-a grid over SO(3), :func:`cryoposenet.pose_search.marginal_misfit`, and the encoder is pulled onto
+a grid over SO(3), :func:`cryoposenet.training.pose_search.marginal_misfit`, and the encoder is pulled onto
 each image's best grid pose), ``shift_range`` (translations unknown to the data are searched with
-the poses, :mod:`cryoposenet.shift_search`).
+the poses, :mod:`cryoposenet.training.shift_search`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,8 @@ from typing import NamedTuple
 
 import torch
 
-from .data import Prefetcher, read_batch, read_chunks, sample_images
-from .distributed import DataParallel, split_pose_rows
-from .model.encoder import PoseEncoder
-from .model.losses import (
+from ..model.encoder import PoseEncoder
+from ..model.losses import (
     band_weights,
     candidate_spectra,
     chordal_to_deg,
@@ -41,11 +39,13 @@ from .model.losses import (
     octahedral_group,
     wta_loss,
 )
-from .model.volume import LearnableVolume, initial_amplitude
-from .physics.ctf import ctf_half_plane
-from .physics.fourier import image_to_fourier, shift_phase
-from .physics.projection import slice_volume
-from .physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
+from ..model.volume import LearnableVolume, initial_amplitude
+from ..physics.ctf import ctf_half_plane
+from ..physics.fourier import image_to_fourier, shift_phase
+from ..physics.projection import slice_volume
+from ..physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
+from .data import Prefetcher, read_batch, read_chunks, sample_images
+from .distributed import DataParallel, split_pose_rows
 from .pose_search import marginal_misfit
 from .schedule import batch_rows, k_max_at, lr_scale_at, search_anneal_at, search_bands, searching_at
 from .shift_search import candidate_shifts, shift_search_grid
@@ -71,7 +71,7 @@ class ParticleData:
     """A particle stack. ``images`` ``(M, N, N)`` float32; ``apix`` Å/pixel.
 
     ``images`` is a tensor or any source with ``shape``, ``len`` and ``images[idx] -> (B, N, N)``
-    tensor for a 1-D index tensor (:class:`cryoposenet.data.StackImages` reads stack files).
+    tensor for a 1-D index tensor (:class:`cryoposenet.training.data.StackImages` reads stack files).
 
     ``ctf``: None or a dict of ``(M,)`` tensors keyed by :func:`cryoposenet.physics.ctf.ctf_2d`'s
     parameter names (``defocus_u_A``, ``defocus_v_A``, ``defocus_angle_deg``, ``voltage_kv``,
@@ -303,7 +303,8 @@ def predict_fits(
     state: TrainState, data: ParticleData, batch_size: int = 256, rows: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rotations ``(R, 3, 3)`` for the images ``rows`` (default: all) of ``data`` (may be held out)
-    and, when shifts are searched (:mod:`~cryoposenet.shift_search`), their translations ``(R, 2)`` px.
+    and, when shifts are searched (:mod:`~cryoposenet.training.shift_search`), their translations
+    ``(R, 2)`` px.
 
     With several candidates per image the one that best explains the image under the current map
     (full band) is chosen. Images are read a chunk ahead in a background thread.

@@ -11,7 +11,7 @@ refinement never makes an image's fit worse. Cost: ``steps`` slice-and-backward 
 about ``steps`` times a forward pass, and still independent of how many particles there are.
 
 Before the local steps each image's start is the better fit of the given pose and a global pose
-search's best (:mod:`cryoposenet.pose_search`, on the same band): the encoder's few gross errors
+search's best (:mod:`cryoposenet.training.pose_search`, on the same band): the encoder's few gross errors
 (another basin, tens of degrees off) are replaced, which local steps cannot do. Cost: the grid's
 slices once per chunk of images, and 81 slices per image for the search's local levels.
 """
@@ -22,10 +22,10 @@ import math
 
 import torch
 
+from ..model.losses import band_weights, candidate_spectra, wta_loss
+from ..physics.projection import slice_volume
+from ..physics.rotations import axis_angle_to_matrix
 from .data import read_chunks
-from .model.losses import band_weights, candidate_spectra, wta_loss
-from .physics.projection import slice_volume
-from .physics.rotations import axis_angle_to_matrix
 from .pose_search import SearchTargets, cached_grid, candidate_misfits, global_search
 from .shift_search import shift_search_grid
 from .train import ParticleData, TrainState, batch_targets, eval_mode
@@ -99,13 +99,14 @@ def refine_fits(
     translations: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rotations ``(R, 3, 3)`` for the images ``rows`` (default all) of ``data``, refined from
-    ``rotations`` ``(R, 3, 3)`` (e.g. :func:`cryoposenet.train.predict_poses`) against the map,
+    ``rotations`` ``(R, 3, 3)`` (e.g. :func:`cryoposenet.training.train.predict_poses`) against the map,
     on the band ``|k| ≤ k_max`` cycles per box (default ``N/4``, half of Nyquist), and, when the
-    run searches shifts (:func:`cryoposenet.shift_search.shift_search_grid`), translations ``(R, 2)`` px
+    run searches shifts (:func:`cryoposenet.training.shift_search.shift_search_grid`),
+    translations ``(R, 2)`` px
     refined with them from ``translations`` (default 0; else None).
 
     With ``search`` (and ``steps`` > 0) each image starts from the better fit of its given pose and
-    a global search's (:func:`cryoposenet.pose_search.global_search`, same band, shifts searched
+    a global search's (:func:`cryoposenet.training.pose_search.global_search`, same band, shifts searched
     jointly): an encoder answer in the wrong basin is replaced rather than polished."""
     dev = state.config.device
     rows = torch.arange(len(data)) if rows is None else rows

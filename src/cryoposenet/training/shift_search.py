@@ -1,7 +1,7 @@
 """Translation search: each image's in-plane shift on a disc of whole pixels, then finer local grids.
 
 Shifts are ``translations_px`` (x, y) in training pixels, as in
-:class:`cryoposenet.train.ParticleData`: the shift that moves the centred projection onto the
+:class:`cryoposenet.training.train.ParticleData`: the shift that moves the centred projection onto the
 image, so a model spectrum ``M`` shifted by ``t`` is ``p_t·M`` with ``p_t`` the phases of
 :func:`cryoposenet.physics.fourier.shift_phase`. The misfit
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .physics.fourier import half_plane_freqs
+from ..physics.fourier import half_plane_freqs
 
 if TYPE_CHECKING:
     from .train import ParticleData, TrainConfig

@@ -6,11 +6,11 @@ import json
 import os
 from pathlib import Path
 
-from .evaluation import evaluate_files, heldout_figures
-from .io.atomic import write_text_atomic
-from .report import write_report
+from ..analysis.evaluation import evaluate_files, heldout_figures
+from ..analysis.report import write_report
+from ..io.atomic import write_text_atomic
+from ..simulate import default_molecule, simulate_dataset
 from .runner import make_config, run_predict, run_training
-from .simulate import default_molecule, simulate_dataset
 
 __all__ = ["DEMO_SETTINGS", "run_demo"]
 

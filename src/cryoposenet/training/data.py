@@ -1,6 +1,6 @@
 """Streamed particle images: a stack read batch by batch, a background loader, a data-scale sample.
 
-:class:`StackImages` stands where :class:`~cryoposenet.train.ParticleData` holds an image tensor:
+:class:`StackImages` stands where :class:`~cryoposenet.training.train.ParticleData` holds an image tensor:
 ``images[idx]`` reads just those rows from the stack files, checks them, and returns a tensor, so
 training never loads a stack whole. The rows are Fourier-cropped to the training box and their
 contrast inverted on the way (the stack on disk is never rewritten). :class:`Prefetcher` reads
@@ -20,9 +20,9 @@ from typing import Generic, TypeVar
 
 import torch
 
-from .errors import InputError
-from .io.particles import ParticleStack
-from .physics.fourier_crop import cropped_apix, fourier_crop
+from ..errors import InputError
+from ..io.particles import ParticleStack
+from ..physics.fourier_crop import cropped_apix, fourier_crop
 
 __all__ = [
     "StackImages",

@@ -2,8 +2,9 @@
 
 A coarse search scores many uniform random rotations (and their mirrors) on low-passed,
 downsampled maps by correlation; the best candidates are refined locally at a finer sampling.
-The result is a :class:`~cryoposenet.metrics.Alignment`, so :func:`~cryoposenet.metrics.align_map`
-brings the estimate into the reference frame exactly as after a pose-based alignment.
+The result is a :class:`~cryoposenet.analysis.metrics.Alignment`, so
+:func:`~cryoposenet.analysis.metrics.align_map` brings the estimate into the reference frame exactly
+as after a pose-based alignment.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize
 
+from ..physics.fourier import centre_crop
+from ..physics.rotations import axis_angle_to_matrix, random_rotations
 from .metrics import MIRROR, Alignment, rotation_angle_deg
-from .physics.fourier import centre_crop
-from .physics.rotations import axis_angle_to_matrix, random_rotations
 
 __all__ = ["downsample", "align_maps", "self_symmetry", "self_correlations", "centre_on"]
 
