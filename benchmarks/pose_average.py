@@ -29,14 +29,14 @@ from cryoposenet.model.losses import band_weights
 from cryoposenet.physics.rotations import axis_angle_to_matrix, relion_angles_to_matrix
 from cryoposenet.runs.runner import _predict_settings, particle_data
 from cryoposenet.training.checkpoint import load_checkpoint, read_checkpoint
-from cryoposenet.training.pose_average import likelihood_weights, offset_grid
-from cryoposenet.training.pose_search import SearchTargets, candidate_misfits
+from cryoposenet.training.pose_average import band_coefficients, cube_misfits, likelihood_weights
+from cryoposenet.training.pose_search import SearchTargets
 from cryoposenet.training.train import batch_targets, eval_mode
 
 
 def _misfits(state, data, start, spacing, steps, chunk=16):
-    """Misfits ``(R, C)`` of the cube's rotations around ``start`` ``(R, 3, 3)``, and its ``ω``."""
-    omega, offsets = offset_grid(spacing, steps)
+    """Misfits ``(R, C)`` of the cube's rotations around ``start`` ``(R, 3, 3)``, its ``ω`` and
+    the band's coefficient count (:mod:`cryoposenet.training.pose_average`)."""
     n = data.box
     weights = band_weights(n, n / 4)
     with torch.no_grad(), eval_mode(state.volume):
@@ -46,8 +46,9 @@ def _misfits(state, data, start, spacing, steps, chunk=16):
             rows = torch.arange(i, min(i + chunk, len(data)))
             _, target, ctf, shifts = batch_targets(state, data, rows, data.images[rows])
             t = SearchTargets.from_half_planes(target, ctf, shifts, weights, n / 4)
-            out.append(candidate_misfits(fvol, offsets @ start[rows, None], t))
-    return torch.cat(out), omega, float(weights.sum()) * n**4
+            misfits, omega = cube_misfits(fvol, start[rows], t, spacing, steps)
+            out.append(misfits)
+    return torch.cat(out), omega, band_coefficients(t)
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from ..physics.rotations import axis_angle_to_matrix
 from .pose_search import SearchTargets, candidate_misfits
 
 __all__ = ["AVERAGE_SPACING_DEG", "AVERAGE_STEPS", "AVERAGE_BETA", "offset_grid", "likelihood_weights"]
-__all__ += ["posterior_mean_rotations"]
+__all__ += ["band_coefficients", "cube_misfits", "posterior_mean_rotations"]
 
 AVERAGE_SPACING_DEG = 2.0
 AVERAGE_STEPS = 3  # 7³ = 343 rotations within ±6° of the best fit
@@ -50,6 +50,33 @@ def likelihood_weights(misfits: torch.Tensor, n_coefficients: float, beta: float
     return torch.softmax(-beta * (misfits / best - 1) * n_coefficients / 2, dim=1)
 
 
+def band_coefficients(targets: SearchTargets) -> float:
+    """``n``: the number of full-plane Fourier coefficients in the targets' band (``N⁴ Σw``)."""
+    return float(targets.weights.sum()) * targets.n**4
+
+
+@torch.no_grad()
+def cube_misfits(
+    fvol,
+    rotations: torch.Tensor,
+    targets: SearchTargets,
+    spacing_deg: float = AVERAGE_SPACING_DEG,
+    steps: int = AVERAGE_STEPS,
+    chunk: int = 32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Misfits ``(B, C)`` of the cube ``exp(ω)·R̂`` around each of ``rotations`` ``(B, 3, 3)``
+    for the ``targets`` of the same B images (their shifts already undone), on the map ``fvol``,
+    and the cube's ``ω`` ``(C, 3)`` (:func:`offset_grid`); ``chunk`` images at a time (memory
+    ``chunk · C`` band slices)."""
+    omega, offsets = offset_grid(spacing_deg, steps, rotations.dtype, rotations.device)
+    misfits = []
+    for start in range(0, len(rotations), chunk):
+        part = slice(start, start + chunk)
+        candidates = offsets @ rotations[part, None]  # (b, C, 3, 3): exp(ω) · R̂
+        misfits.append(candidate_misfits(fvol, candidates, targets.rows(part)))
+    return torch.cat(misfits), omega
+
+
 @torch.no_grad()
 def posterior_mean_rotations(
     fvol,
@@ -61,15 +88,7 @@ def posterior_mean_rotations(
     chunk: int = 32,
 ) -> torch.Tensor:
     """Posterior-mean rotations ``(B, 3, 3)`` near ``rotations`` ``(B, 3, 3)`` (each image's best
-    fit) for the ``targets`` of the same B images (their shifts already undone), on the map
-    ``fvol``; ``chunk`` images at a time (memory ``chunk · (2·steps + 1)³`` band slices)."""
-    omega, offsets = offset_grid(spacing_deg, steps, rotations.dtype, rotations.device)
-    n_coefficients = float(targets.weights.sum()) * targets.n**4
-    out = torch.empty_like(rotations)
-    for start in range(0, len(rotations), chunk):
-        part = slice(start, start + chunk)
-        candidates = offsets @ rotations[part, None]  # (b, C, 3, 3): exp(ω) · R̂
-        misfits = candidate_misfits(fvol, candidates, targets.rows(part))
-        mean = likelihood_weights(misfits, n_coefficients, beta) @ omega  # (b, 3)
-        out[part] = axis_angle_to_matrix(mean) @ rotations[part]
-    return out
+    fit): the likelihood-weighted mean of :func:`cube_misfits`' cube, taken in ``ω``."""
+    misfits, omega = cube_misfits(fvol, rotations, targets, spacing_deg, steps, chunk)
+    mean = likelihood_weights(misfits, band_coefficients(targets), beta) @ omega  # (B, 3)
+    return axis_angle_to_matrix(mean) @ rotations
