@@ -27,7 +27,7 @@ from cryoposenet.io.particles import load_particles
 from cryoposenet.io.star import read_star
 from cryoposenet.model.losses import band_weights
 from cryoposenet.physics.rotations import axis_angle_to_matrix, relion_angles_to_matrix
-from cryoposenet.runs.runner import _predict_settings, particle_data
+from cryoposenet.runs.runner import particle_data, predict_settings
 from cryoposenet.training.checkpoint import load_checkpoint, read_checkpoint
 from cryoposenet.training.pose_average import band_coefficients, cube_misfits, likelihood_weights
 from cryoposenet.training.pose_search import SearchTargets
@@ -60,7 +60,7 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     stack = load_particles(a.sim / "heldout.star")
-    data = particle_data(stack, _predict_settings(a.run, stack))
+    data = particle_data(stack, predict_settings(a.run, stack))
     state = load_checkpoint(read_checkpoint(a.run / "checkpoint.pt"), data, "cpu")
     predicted = read_star(a.run / "heldout_poses.star")
     start = relion_angles_to_matrix(predicted.angles_deg()).float()

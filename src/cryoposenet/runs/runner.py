@@ -399,7 +399,7 @@ def _full_map(
     return write_half_maps(folder, accs)
 
 
-def _predict_settings(run: Path, stack: ParticleStack) -> DataSettings:
+def predict_settings(run: Path, stack: ParticleStack) -> DataSettings:
     """New particles read as the run read its own: cropped to its training box, its contrast sign,
     their own origins (when the STAR file has them)."""
     trained = settings_from_config(_read_config(run), stack)
@@ -443,7 +443,7 @@ def run_predict(
             f"run was trained with --poses {payload['config'].get('poses')}; it has no encoder", run
         )
     stack = load_particles(star, datadir=datadir)
-    settings = _predict_settings(run, stack)
+    settings = predict_settings(run, stack)
     data = particle_data(stack, settings)
     state = load_checkpoint(payload, data, device)
     with pass_progress("predict", len(data), progress):
