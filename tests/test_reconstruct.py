@@ -4,11 +4,14 @@ import pytest
 import torch
 
 from cryoposenet.analysis.metrics import fsc
-from cryoposenet.analysis.reconstruct import FourierAccumulator
+from cryoposenet.analysis.reconstruct import FourierAccumulator, backproject
 from cryoposenet.cli import main
 from cryoposenet.io import read_map, read_star, write_star
+from cryoposenet.io.particles import load_particles
+from cryoposenet.physics.imaging import origin_to_translation
 from cryoposenet.physics.projection import project_real_space
-from cryoposenet.physics.rotations import random_rotations
+from cryoposenet.physics.rotations import random_rotations, relion_angles_to_matrix
+from cryoposenet.training.data import StackImages
 from datasets import blob_map, write_dataset
 
 
@@ -28,6 +31,24 @@ def test_backprojection_inverts_real_space_projection():
     wrong = FourierAccumulator(n, apix=1.0)
     wrong.insert(project_real_space(vol, rots), rots.transpose(-1, -2))
     assert corr(wrong.volume(), vol) < 0.8
+
+
+def test_unpadded_backprojection_inverts_the_decoders_ctf_images(tmp_path):
+    """Images whose CTF and shift were applied on their own grid (the decoder's model, and
+    write_dataset's) are inverted by the accumulator that transforms them unpadded; padding them
+    first blurs that periodic CTF (measured: 0.996 unpadded, 0.88 padded, 96 images)."""
+    truth = write_dataset(tmp_path, n=16, m=96)
+    stack = load_particles(tmp_path / "p.star")
+    table = stack.table
+    rots = relion_angles_to_matrix(torch.as_tensor(table.angles_deg()))
+    shifts = origin_to_translation(torch.as_tensor(table.origins_A()), stack.apix)
+    images = StackImages(stack)
+    fits = {}
+    for pad in (False, True):
+        acc = backproject(images, rots, shifts, table.ctf_params(), stack.apix, show=False, pad_images=pad)
+        fits[pad] = corr(acc.volume(1e-2), truth)
+    assert fits[False] > 0.99
+    assert fits[False] > fits[True]
 
 
 def test_backproject_command_writes_half_maps_and_fsc(tiny_dataset):

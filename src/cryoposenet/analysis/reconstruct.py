@@ -32,6 +32,7 @@ from .metrics import fsc, resolution_at
 __all__ = [
     "FourierAccumulator",
     "split_halves",
+    "backproject",
     "backproject_halves",
     "write_half_maps",
     "poses_for_table",
@@ -44,17 +45,31 @@ __all__ = [
 class FourierAccumulator:
     """Streaming Fourier backprojection into an ``(P, P, P//2+1)`` half-volume, ``P = oversample·n``."""
 
-    def __init__(self, n: int, apix: float, oversample: int = 2, dtype=torch.float64, device=None):
-        self.n, self.apix, self.p = n, apix, oversample
+    def __init__(
+        self,
+        n: int,
+        apix: float,
+        oversample: int = 2,
+        dtype=torch.float64,
+        device=None,
+        pad_images: bool = True,
+    ):
+        """``pad_images``: images are zero-padded to ``P`` before their transform (finer sampling
+        of each slice); False: transformed at their own size ``n``, CTF and shift applied on that
+        grid, each frequency ``k`` inserted at ``oversample·k``: the adjoint of
+        :func:`~cryoposenet.physics.projection.slice_volume` with the decoder's CTF, so images
+        formed by that model (CTF applied on the image grid) are inverted exactly."""
+        self.n, self.apix, self.p, self.pad_images = n, apix, oversample, pad_images
         size = oversample * n
         self.shape = (size, size, size // 2 + 1)
         self.num = torch.zeros(
             self.shape, dtype=torch.complex128 if dtype == torch.float64 else torch.complex64, device=device
         )
         self.den = torch.zeros(self.shape, dtype=dtype, device=device)
-        kx, ky = half_plane_freqs(size, device=device, dtype=dtype)
-        self._k2 = torch.stack([kx, ky], dim=-1)  # (P, P//2+1, 2) in padded index units
-        self._inside = (kx**2 + ky**2) <= (size / 2 - 1) ** 2
+        grid = size if pad_images else n
+        kx, ky = half_plane_freqs(grid, device=device, dtype=dtype)
+        self._k2 = torch.stack([kx, ky], dim=-1) * (size // grid)  # (G, G//2+1, 2) in padded index units
+        self._inside = (self._k2**2).sum(-1) <= (size / 2 - 1) ** 2
         self.count = 0
 
     def insert(
@@ -70,7 +85,7 @@ class FourierAccumulator:
         image, or None for no CTF; ``translations_px`` ``(B, 2)``: the translation the image formation
         applied (content moved by +t), undone here.
         """
-        size = self.p * self.n
+        size = self.p * self.n if self.pad_images else self.n
         dtype = self.den.dtype
         spec = image_to_fourier(centre_pad(images.to(dtype), size, ndim=2))
         if translations_px is not None:
@@ -148,6 +163,35 @@ def split_halves(m: int, seed: int = 0) -> list[np.ndarray]:
     return [np.sort(order[: m // 2]), np.sort(order[m // 2 :])]
 
 
+def _insert_rows(acc: FourierAccumulator, images, rows, rotations, translations_px, ctf, batch_size):
+    """Insert ``images[rows]`` into ``acc`` in chunks read a chunk ahead (per-row poses, shifts, CTF)."""
+    for positions, batch in read_chunks(images, rows, batch_size):
+        r = rows[positions]
+        params = {k: torch.as_tensor(v)[r] for k, v in ctf.items()} if ctf is not None else None
+        shifts = None if translations_px is None else torch.as_tensor(translations_px)[r]
+        acc.insert(batch, torch.as_tensor(rotations)[r], params, shifts)
+
+
+def backproject(
+    images,
+    rotations: torch.Tensor,
+    translations_px: torch.Tensor | None,
+    ctf: dict | None,
+    apix: float,
+    batch_size: int = 64,
+    dtype=torch.float64,
+    desc: str = "backproject",
+    show: bool = True,
+    pad_images: bool = True,
+) -> FourierAccumulator:
+    """The accumulator of every row of ``images``, with one progress bar; arguments as
+    :func:`backproject_halves`', ``pad_images`` as :class:`FourierAccumulator`'s."""
+    acc = FourierAccumulator(images.shape[-1], apix, dtype=dtype, pad_images=pad_images)
+    with pass_progress(desc, len(images), show):
+        _insert_rows(acc, images, torch.arange(len(images)), rotations, translations_px, ctf, batch_size)
+    return acc
+
+
 def backproject_halves(
     images,
     rotations: torch.Tensor,
@@ -170,12 +214,7 @@ def backproject_halves(
     with pass_progress(desc, len(images), show):
         for half in split_halves(len(images), seed):
             acc = FourierAccumulator(images.shape[-1], apix, dtype=dtype)
-            rows = torch.from_numpy(half)
-            for positions, batch in read_chunks(images, rows, batch_size):
-                r = rows[positions]
-                params = {k: torch.as_tensor(v)[r] for k, v in ctf.items()} if ctf is not None else None
-                shifts = None if translations_px is None else torch.as_tensor(translations_px)[r]
-                acc.insert(batch, torch.as_tensor(rotations)[r], params, shifts)
+            _insert_rows(acc, images, torch.from_numpy(half), rotations, translations_px, ctf, batch_size)
             accs.append(acc)
     return accs
 

@@ -135,15 +135,16 @@ class Progress:
             self.save_after_eval = False
             self.save(state)
 
-    def save(self, state: TrainState) -> None:
-        """Checkpoint, and flush the metrics so the file never runs ahead of or behind it."""
+    def save(self, state: TrainState, final_map: torch.Tensor | None = None) -> None:
+        """Checkpoint (with the run's ``final_map`` once it is made), and flush the metrics so the
+        file never runs ahead of or behind it."""
         self.flush()
         if not all(torch.isfinite(p).all() for p in _parameters(state)):
             raise TrainingDiverged(
                 f"the map or encoder became NaN/Inf by step {state.step}; the last good "
                 f"checkpoint in {self.out} is kept (try a lower --lr, then --resume)"
             )
-        save_checkpoint(self.out / "checkpoint.pt", state, extra={"time_s": self.elapsed()})
+        save_checkpoint(self.out / "checkpoint.pt", state, {"time_s": self.elapsed()}, final_map)
         self.last_save = time.perf_counter()
 
 

@@ -55,6 +55,7 @@ from ..training.train import (
     predict_poses,
     train,
 )
+from .final_map import final_map, holding_map
 from .progress import MetricsLog, Progress, stop_on_signals
 
 __all__ = [
@@ -306,24 +307,31 @@ def _run_training(
     hook, result = _train_loop(
         out, data, state, evaluate, eval_every, resume, checkpoint_every, checkpoint_seconds, progress
     )
-    rotations, origins = _write_outputs(out, stack, settings, data, result, progress)
-    figures = {"steps": result.state.step, "time_s": hook.elapsed(), "final": hook.last_eval, "rank": 0}
+    rotations, origins, volume = _write_outputs(out, stack, settings, data, result, hook, progress)
+    final = hook.last_eval
+    if evaluate is not None:  # the figures of map.mrc
+        with holding_map(result.state, volume) as held:
+            final = evaluate(held)
+    figures = {"steps": result.state.step, "time_s": hook.elapsed(), "final": final, "rank": 0}
     if not settings.cropped:
         return figures, None
     folder, seed = out / "full", config.seed
     return figures, functools.partial(_full_map, stack, settings, rotations, origins, folder, seed, progress)
 
 
-def _write_outputs(out: Path, stack, settings: DataSettings, data, result, show: bool):
-    """``map.mrc`` and ``poses.star`` (the final poses, for the original particles, origins in Å);
-    returns ``(rotations, origins_A)``."""
+def _write_outputs(out: Path, stack, settings: DataSettings, data, result, hook: Progress, show: bool):
+    """``map.mrc`` (:func:`~cryoposenet.runs.final_map.final_map`: the training images
+    backprojected at the final poses, also checkpointed) and ``poses.star`` (the final poses, for
+    the original particles, origins in Å); returns ``(rotations, origins_A, final map)``."""
+    rotations, translations = _final_rotations(result.state, data, show=show)
+    volume = final_map(data, rotations, translations, result.state.volume.mask.cpu(), show=show)
+    hook.save(result.state, volume)
     # a cropped voxel is particle_box/box times longer: rescaled, map.mrc holds the full map's crop
     scale = settings.box / settings.particle_box
-    write_map(out / "map.mrc", (result.volume * scale).numpy().astype(np.float32), settings.apix)
-    rotations, translations = _final_rotations(result.state, data, show=show)
+    write_map(out / "map.mrc", (volume * scale).numpy().astype(np.float32), settings.apix)
     origins = origins_out_A(stack.table, settings, translations)
     write_poses_star(out / "poses.star", stack.table, rotations, stack.apix, stack.box, origins)
-    return rotations, origins
+    return rotations, origins, volume
 
 
 def _train_loop(
@@ -445,7 +453,7 @@ def run_predict(
     stack = load_particles(star, datadir=datadir)
     settings = predict_settings(run, stack)
     data = particle_data(stack, settings)
-    state = load_checkpoint(payload, data, device)
+    state = load_checkpoint(payload, data, device, final_map=True)
     with pass_progress("predict", len(data), progress):
         rotations, shifts = predict_fits(state, data, batch_size=batch_size)
     if refine_steps > 0:

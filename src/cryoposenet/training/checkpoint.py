@@ -43,14 +43,24 @@ def restore(data: ParticleData, config: TrainConfig, ckpt: dict) -> TrainState:
     return state
 
 
-def save_checkpoint(path: str | os.PathLike, state: TrainState, extra: dict | None = None) -> None:
-    """Save modules, optimiser, step, data scaling, config and torch's RNG state to ``path`` atomically."""
+def save_checkpoint(
+    path: str | os.PathLike,
+    state: TrainState,
+    extra: dict | None = None,
+    final_map: torch.Tensor | None = None,
+) -> None:
+    """Save modules, optimiser, step, data scaling, config and torch's RNG state to ``path`` atomically.
+
+    ``final_map`` ``(N, N, N)`` (images' units): the finished run's map, beside the trained one
+    (which training resumes from); :func:`load_checkpoint` can put it in the state's place.
+    """
     payload = {
         **state_payload(state),  # modules, optimiser, step, data scaling (the train module's own fields)
         "format": 1,
         "config": dataclasses.asdict(state.config),
         "torch_rng": torch.get_rng_state(),  # batches are seeded per step; this covers the rest
         "extra": {**state.extra, **(extra or {})},
+        "final_map": final_map.detach().cpu().float() if final_map is not None else None,
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -66,10 +76,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise InputError(f"unreadable checkpoint ({type(exc).__name__})", path) from None
 
 
-def load_checkpoint(payload: dict, data: ParticleData, device: str = "cpu", **overrides) -> TrainState:
+def load_checkpoint(
+    payload: dict, data: ParticleData, device: str = "cpu", final_map: bool = False, **overrides
+) -> TrainState:
     """Rebuild the :class:`TrainState` of a checkpoint for ``data`` (the same set, or new images).
 
-    ``overrides`` replace config fields (e.g. ``steps`` for a longer run, ``device``).
+    ``overrides`` replace config fields (e.g. ``steps`` for a longer run, ``device``). With
+    ``final_map`` the state's map is the finished run's final map where the checkpoint has one
+    (for poses of new images; training resumes from the trained map).
     """
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in payload["config"].items() if k in fields})
@@ -81,6 +95,9 @@ def load_checkpoint(payload: dict, data: ParticleData, device: str = "cpu", **ov
     ):
         raise InputError("checkpoint has free poses for a different number of particles")
     state = restore(data, config, payload)
+    if final_map and payload.get("final_map") is not None:
+        with torch.no_grad():
+            state.volume.data.copy_(payload["final_map"].to(state.volume.data) * state.scale)
     state.extra = dict(payload.get("extra", {}))
     if payload.get("torch_rng") is not None:
         torch.set_rng_state(payload["torch_rng"])
