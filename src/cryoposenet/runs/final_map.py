@@ -10,6 +10,11 @@ refinement against it is as good or better. It is ``map.mrc``, for every pose mo
 trained map (``predict`` uses it; ``--resume`` trains on from the trained map, so a run extended
 later is the run trained that long). The trained map's support mask, if any, is applied.
 
+``TrainConfig.final_rounds`` (default 2) repeats the step for encoder runs: the poses are refined
+against the backprojection (as the final pass refines them against the trained map) and the
+images backprojected again. On chain A at −10 dB the second round takes the map from 6.03 Å to
+5.79 Å (the true poses' backprojection: 5.01 Å), for one more refinement pass.
+
 Without CTF the images are zero-padded before insertion (each slice sampled four times as
 densely; chain A at −10 dB: 6.05 Å, against 6.20 Å unpadded). With CTF they are inserted at their
 own size, the adjoint of the decoder, whose CTF acts on the image grid as the simulator's does (a

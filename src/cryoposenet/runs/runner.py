@@ -288,7 +288,7 @@ def _run_training(
         parallel.barrier()  # every rank has read and checked its input before rank 0 writes
         if not parallel.is_main:
             train(data, state.config, state=state, poses=False)
-            _final_rotations(state, data, show=False)  # this rank's share; rank 0 gathers
+            _final_poses_and_map(state, data, show=False)  # this rank's share; rank 0 gathers
             return {"steps": state.step, "time_s": None, "final": {}, "rank": parallel.rank}, None
     for line in settings.describe():
         log.info(line)
@@ -323,8 +323,7 @@ def _write_outputs(out: Path, stack, settings: DataSettings, data, result, hook:
     """``map.mrc`` (:func:`~cryoposenet.runs.final_map.final_map`: the training images
     backprojected at the final poses, also checkpointed) and ``poses.star`` (the final poses, for
     the original particles, origins in Å); returns ``(rotations, origins_A, final map)``."""
-    rotations, translations = _final_rotations(result.state, data, show=show)
-    volume = final_map(data, rotations, translations, result.state.volume.mask.cpu(), show=show)
+    rotations, translations, volume = _final_poses_and_map(result.state, data, show)
     hook.save(result.state, volume)
     # a cropped voxel is particle_box/box times longer: rescaled, map.mrc holds the full map's crop
     scale = settings.box / settings.particle_box
@@ -371,9 +370,15 @@ def _final_rotations(state: TrainState, data: ParticleData, show: bool):
     """A rotation ``(M, 3, 3)`` per training image, refined against the map when the encoder made
     them, and the searched translations ``(M, 2)`` in training pixels (None unless searched); each
     pass over the particles shows a progress bar (under torchrun: a share per rank)."""
-    cfg, share = state.config, _share(state, len(data))
-    with pass_progress("final poses", share, show):
+    with pass_progress("final poses", _share(state, len(data)), show):
         rotations, translations = final_poses(state, data)
+    return _refined(state, data, rotations, translations, show)
+
+
+def _refined(state: TrainState, data: ParticleData, rotations, translations, show: bool):
+    """``(rotations, translations)`` refined against the state's map (encoder runs with
+    ``refine_steps``; others as given), split across ranks under torchrun."""
+    cfg = state.config
     if cfg.poses != "encoder" or cfg.refine_steps <= 0:
         return rotations, translations
 
@@ -381,8 +386,23 @@ def _final_rotations(state: TrainState, data: ParticleData, show: bool):
         start = None if translations is None else translations[rows]
         return refine_fits(state, data, rotations[rows], rows, cfg.refine_steps, translations=start)
 
-    with pass_progress("refine poses", share, show):
+    with pass_progress("refine poses", _share(state, len(data)), show):
         return distributed.split_pose_rows(state.parallel, len(data), refine)
+
+
+def _final_poses_and_map(state: TrainState, data: ParticleData, show: bool):
+    """``(rotations, translations, map)``: :func:`_final_rotations`, their
+    :func:`~cryoposenet.runs.final_map.final_map`, then ``final_rounds - 1`` times (encoder runs)
+    the poses refined against the last map and backprojected again (every rank makes each map)."""
+    rotations, translations = _final_rotations(state, data, show)
+    volume = final_map(data, rotations, translations, state.volume.mask.cpu(), show=show)
+    cfg = state.config
+    rounds = cfg.final_rounds if cfg.poses == "encoder" and cfg.refine_steps > 0 else 1
+    for _ in range(rounds - 1):
+        with holding_map(state, volume) as held:
+            rotations, translations = _refined(held, data, rotations, translations, show)
+        volume = final_map(data, rotations, translations, state.volume.mask.cpu(), show=show)
+    return rotations, translations, volume
 
 
 def _full_map(

@@ -117,6 +117,7 @@ class TrainConfig:
     lr_decay_at: float | None = 0.8  # fraction of ``steps`` after which both rates drop; None: never
     lr_decay: float = 0.1  # factor on both learning rates from then on
     refine_steps: int = 40  # local refinement of the final encoder poses against the map (0: none)
+    final_rounds: int = 2  # backprojections at the end; each after the first follows a refinement
     search_steps: int | None = 10**9  # steps with a global pose search (default: all); None: never
     search_grid: int = 4608  # rotations of the search's base grid (~15° apart)
     search_band: float = 0.25  # the search's band: |k| ≤ this × N (and ≤ the loss band)

@@ -1,0 +1,51 @@
+"""The run's final map: backprojected after the final poses, once per round, and carried by the
+checkpoint beside the trained map."""
+
+import dataclasses
+
+import torch
+
+from cryoposenet.runs.final_map import final_map, holding_map
+from cryoposenet.runs.runner import _final_poses_and_map, _final_rotations
+from cryoposenet.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from cryoposenet.training.refine import refine_fits
+from cryoposenet.training.train import ParticleData, TrainConfig, init_state
+
+
+def _map(state) -> torch.Tensor:
+    return state.volume.volume().detach() / state.scale
+
+
+def test_final_map_serves_new_images_while_training_resumes_from_the_trained_map(tmp_path):
+    torch.manual_seed(0)
+    data = ParticleData(3.0 * torch.randn(12, 16, 16), 2.0)
+    state = init_state(data, TrainConfig(steps=1))
+    trained = _map(state).clone()
+    final = torch.randn(16, 16, 16)
+    save_checkpoint(tmp_path / "c.pt", state, final_map=final)
+    payload = read_checkpoint(tmp_path / "c.pt")
+    torch.testing.assert_close(_map(load_checkpoint(payload, data, final_map=True)), final)
+    torch.testing.assert_close(_map(load_checkpoint(payload, data)), trained)
+    with holding_map(state, final) as held:  # set inside the block, restored after
+        torch.testing.assert_close(_map(held), final)
+    torch.testing.assert_close(_map(state), trained)
+    save_checkpoint(tmp_path / "c.pt", state)  # a checkpoint mid-run has none: the trained map serves
+    torch.testing.assert_close(
+        _map(load_checkpoint(read_checkpoint(tmp_path / "c.pt"), data, final_map=True)), trained
+    )
+
+
+def test_each_final_round_refines_against_the_last_map_and_backprojects_again():
+    torch.manual_seed(0)
+    data = ParticleData(3.0 * torch.randn(24, 16, 16), 2.0)
+    state = init_state(data, TrainConfig(steps=1, refine_steps=2, final_rounds=1))
+    rot1, tr1, map1 = _final_poses_and_map(state, data, show=False)
+    torch.testing.assert_close(map1, final_map(data, *_final_rotations(state, data, False), show=False))
+    state.config = dataclasses.replace(state.config, final_rounds=2)
+    rot2, _, map2 = _final_poses_and_map(state, data, show=False)
+    with holding_map(state, map1) as held:  # round 2: refined against round 1's map
+        again = refine_fits(held, data, rot1, steps=2, translations=tr1)[0]
+    torch.testing.assert_close(rot2, again)
+    torch.testing.assert_close(map2, final_map(data, again, None, show=False))
+    assert not torch.allclose(rot2, rot1)
+    torch.testing.assert_close(_map(state), _map(init_state(data, state.config)))  # trained map kept
