@@ -5,11 +5,14 @@ import dataclasses
 
 import torch
 
-from cryoposenet.runs.final_map import final_map, holding_map
+from cryoposenet.physics.projection import project
+from cryoposenet.physics.rotations import random_rotations
+from cryoposenet.runs.final_map import final_map, holding_map, misfit
 from cryoposenet.runs.runner import _final_poses_and_map, _final_rotations
 from cryoposenet.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from cryoposenet.training.refine import refine_fits
 from cryoposenet.training.train import ParticleData, TrainConfig, init_state
+from datasets import blob_map
 
 
 def _map(state) -> torch.Tensor:
@@ -49,3 +52,20 @@ def test_each_final_round_refines_against_the_last_map_and_backprojects_again():
     torch.testing.assert_close(map2, final_map(data, again, None, show=False))
     assert not torch.allclose(rot2, rot1)
     torch.testing.assert_close(_map(state), _map(init_state(data, state.config)))  # trained map kept
+
+
+def test_the_trained_map_is_kept_when_it_explains_the_images_better():
+    """Images made by the decoder from a map, at known poses: that map fits them exactly, their
+    backprojection does not (interpolation), so the run's final map is the trained one."""
+    truth = blob_map(16).float()
+    rots = random_rotations(200, torch.Generator().manual_seed(1)).float()
+    data = ParticleData(project(truth, rots), 2.0, rotations=rots)
+    state = init_state(data, TrainConfig(steps=1, poses="known"))
+    with torch.no_grad():
+        state.volume.data.copy_(truth * state.scale)
+    backprojected = final_map(data, rots, None, show=False)
+    rows = torch.arange(200)
+    with holding_map(state, backprojected) as held:
+        worse = misfit(held, data, rots, None, rows)
+    assert misfit(state, data, rots, None, rows) < worse
+    torch.testing.assert_close(_final_poses_and_map(state, data, show=False)[2], truth)

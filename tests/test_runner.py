@@ -59,13 +59,14 @@ def test_known_pose_training_recovers_map_and_writes_run_files(clean_set):
     run = folder / "run"
     vol, apix = read_map(run / "map.mrc")
     assert apix == pytest.approx(2.0)
-    # the final map: the images backprojected at the (known) poses; the checkpoint carries it
-    # beside the trained map, which --resume trains on from
-    assert corr(vol, truth) > 0.98  # measured 0.995
+    # the final map (the images' backprojection at the known poses, or the trained map where it
+    # fits them better: here the two fit about equally, so either may win); the checkpoint
+    # carries it beside the trained map, which --resume trains on from
+    assert corr(vol, truth) > 0.98  # measured 0.995 (backprojection) and 0.984 (trained)
     ckpt = read_checkpoint(run / "checkpoint.pt")
     np.testing.assert_allclose(ckpt["final_map"].numpy(), vol, atol=1e-6 * np.abs(vol).max())
     trained = ckpt["volume"]["data"] * ckpt["volume"]["mask"] / ckpt["scale"]
-    assert 0.9 < corr(trained, truth) < corr(vol, truth)  # measured 0.984
+    assert corr(trained, truth) > 0.9
     metrics = pd.read_csv(run / "metrics.csv")
     assert metrics.columns[0] == "step" and list(metrics["step"]) == list(range(1, 81))
     assert metrics["loss"].iloc[-10:].mean() < 0.2 * metrics["loss"].iloc[:5].mean()

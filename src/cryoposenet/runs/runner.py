@@ -55,7 +55,7 @@ from ..training.train import (
     predict_poses,
     train,
 )
-from .final_map import final_map, holding_map
+from .final_map import MISFIT_IMAGES, final_map, holding_map, misfit
 from .progress import MetricsLog, Progress, stop_on_signals
 
 __all__ = [
@@ -391,17 +391,27 @@ def _refined(state: TrainState, data: ParticleData, rotations, translations, sho
 
 
 def _final_poses_and_map(state: TrainState, data: ParticleData, show: bool):
-    """``(rotations, translations, map)``: :func:`_final_rotations`, their
-    :func:`~cryoposenet.runs.final_map.final_map`, then ``final_rounds - 1`` times (encoder runs)
-    the poses refined against the last map and backprojected again (every rank makes each map)."""
+    """``(rotations, translations, map)``: :func:`_final_rotations` and the map that explains the
+    training images better at those poses (:func:`~cryoposenet.runs.final_map.misfit`): their
+    backprojection (:func:`~cryoposenet.runs.final_map.final_map`) or the trained map. When the
+    backprojection wins, ``final_rounds - 1`` times more (encoder runs): the poses refined against
+    it and backprojected again. Every rank makes each map and the same choice."""
     rotations, translations = _final_rotations(state, data, show)
-    volume = final_map(data, rotations, translations, state.volume.mask.cpu(), show=show)
+    mask = state.volume.mask.cpu()
+    volume = final_map(data, rotations, translations, mask, show=show)
+    rows = torch.linspace(0, len(data) - 1, min(MISFIT_IMAGES, len(data))).round().long()
+    trained_fit = misfit(state, data, rotations, translations, rows)
+    with holding_map(state, volume) as held:
+        backprojected_fit = misfit(held, data, rotations, translations, rows)
+    if backprojected_fit >= trained_fit:
+        log.info("final map: the trained map (it fits the images better than their backprojection)")
+        return rotations, translations, (state.volume.volume().detach() / state.scale).cpu()
     cfg = state.config
     rounds = cfg.final_rounds if cfg.poses == "encoder" and cfg.refine_steps > 0 else 1
     for _ in range(rounds - 1):
         with holding_map(state, volume) as held:
             rotations, translations = _refined(held, data, rotations, translations, show)
-        volume = final_map(data, rotations, translations, state.volume.mask.cpu(), show=show)
+        volume = final_map(data, rotations, translations, mask, show=show)
     return rotations, translations, volume
 
 
