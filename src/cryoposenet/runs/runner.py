@@ -320,9 +320,10 @@ def _run_training(
 
 
 def _write_outputs(out: Path, stack, settings: DataSettings, data, result, hook: Progress, show: bool):
-    """``map.mrc`` (:func:`~cryoposenet.runs.final_map.final_map`: the training images
-    backprojected at the final poses, also checkpointed) and ``poses.star`` (the final poses, for
-    the original particles, origins in Å); returns ``(rotations, origins_A, final map)``."""
+    """``map.mrc`` (:func:`_final_poses_and_map`'s map: the training images backprojected at the
+    final poses, or the trained map where it fits them better; also checkpointed) and
+    ``poses.star`` (the final poses, for the original particles, origins in Å); returns
+    ``(rotations, origins_A, final map)``."""
     rotations, translations, volume = _final_poses_and_map(result.state, data, show)
     hook.save(result.state, volume)
     # a cropped voxel is particle_box/box times longer: rescaled, map.mrc holds the full map's crop
