@@ -36,9 +36,9 @@ from collections.abc import Iterator
 import torch
 
 from ..analysis.reconstruct import backproject
-from ..model.losses import band_weights, candidate_spectra, wta_loss
-from ..physics.projection import slice_volume
+from ..model.losses import band_weights
 from ..training.data import read_chunks
+from ..training.refine import slice_misfits
 from ..training.train import ParticleData, TrainState, batch_targets, eval_mode
 
 __all__ = ["final_map", "holding_map", "misfit", "WIENER", "MISFIT_IMAGES"]
@@ -110,6 +110,6 @@ def misfit(
         _, target, ctf, shifts = batch_targets(state, data, r, images)
         if translations_px is not None:
             shifts = translations_px[r].to(dev)
-        slices = slice_volume(fvol, rotations[r].to(dev, torch.float32))[:, None]
-        total += wta_loss(target, candidate_spectra(slices, False, ctf, shifts), weights)[1].sum().item()
+        start = rotations[r].to(dev, torch.float32)
+        total += slice_misfits(fvol, start, target, ctf, shifts, weights).sum().item()
     return total / len(rows)

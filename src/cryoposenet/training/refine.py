@@ -35,14 +35,14 @@ from .pose_search import SearchTargets, cached_grid, candidate_misfits, global_s
 from .shift_search import shift_search_grid
 from .train import ParticleData, TrainState, batch_targets, eval_mode
 
-__all__ = ["refine_poses", "refine_fits", "REFINE_STEPS", "REFINE_LR"]
+__all__ = ["refine_poses", "refine_fits", "slice_misfits", "REFINE_STEPS", "REFINE_LR"]
 
 REFINE_STEPS = 40
 REFINE_LR = 0.02  # radians per step at the start (Adam), cosine-decayed to a tenth
 SHIFT_LR = 0.05  # pixels per step at the start, the same decay
 
 
-def _misfit(fvol, rotations, target, ctf, shifts, weights) -> torch.Tensor:
+def slice_misfits(fvol, rotations, target, ctf, shifts, weights) -> torch.Tensor:
     """Per-image L2 misfit ``(B,)`` of the slices at ``rotations`` ``(B, 3, 3)``."""
     slices = slice_volume(fvol, rotations)[:, None]
     return wta_loss(target, candidate_spectra(slices, False, ctf, shifts), weights)[1]
@@ -61,7 +61,7 @@ def _refine_chunk(fvol, start, shifts, target, ctf, weights, steps: int, lr: flo
     best_shift = shifts
     for k in range(steps + 1):
         rot, moved = axis_angle_to_matrix(omega) @ start, shifts + delta if free_shifts else shifts
-        err = _misfit(fvol, rot, target, ctf, moved, weights)
+        err = slice_misfits(fvol, rot, target, ctf, moved, weights)
         better = err.detach() < best_err
         best = torch.where(better[:, None, None], rot.detach(), best)
         if free_shifts:
