@@ -20,6 +20,7 @@ __all__ = [
     "nyquist_mask",
     "centre_pad",
     "centre_crop",
+    "power",
 ]
 
 
@@ -43,6 +44,12 @@ def nyquist_mask(n: int, device=None) -> torch.Tensor:
     """Boolean ``(n, n//2 + 1)``: True inside the circle of radius ``n/2`` (Nyquist)."""
     kx, ky = half_plane_freqs(n, device=device)
     return kx**2 + ky**2 <= (n / 2) ** 2
+
+
+def power(z: torch.Tensor) -> torch.Tensor:
+    """``|z|²`` of a complex tensor, real, same shape: ``Re² + Im²`` without ``abs``'s square root
+    (cheaper, and its gradient is ``2z`` even at ``z = 0``)."""
+    return torch.view_as_real(z).square().sum(dim=-1)
 
 
 def image_to_fourier(images: torch.Tensor) -> torch.Tensor:

@@ -126,27 +126,31 @@ def slice_band(fvol: FourierVolume, rotations: torch.Tensor, keep: torch.Tensor)
     """Central-slice values ``(B, Q)`` complex at the half-plane indices ``keep`` ``(Q,)`` (see
     :func:`band_indices`) for rotations ``(B, 3, 3)``: the samples :func:`slice_volume` lays out."""
     n, p = fvol.n, fvol.oversample
-    padded = n * p
-    k2, _ = _plane(n, fvol.data.device, fvol.data.dtype)
+    dtype, device = fvol.data.dtype, fvol.data.device
+    k2, _ = _plane(n, device, dtype)
     # k3 = Aᵀ (kx, ky, 0): contract with the first two rows of A.
-    k3 = torch.einsum("qi,bij->bqj", k2[keep], rotations[:, :2, :].to(fvol.data.dtype)) * p  # (B, Q, 3)
-    conj = k3[..., 0] < 0
-    k3 = torch.where(conj[..., None], -k3, k3)
-    half = padded // 2
-    width = fvol.data.shape[-1]  # padded//2 + 1 kx samples, from 0
-    grid = torch.stack(
-        [
-            2 * k3[..., 0] / (width - 1) - 1,
-            2 * (k3[..., 1] + half) / (padded - 1) - 1,
-            2 * (k3[..., 2] + half) / (padded - 1) - 1,
-        ],
-        dim=-1,
-    )
+    k3 = torch.einsum("qi,bij->bqj", k2[keep], rotations[:, :2, :].to(dtype))  # (B, Q, 3)
+    sign = torch.where(k3[..., :1] < 0, -1.0, 1.0).to(dtype)  # (B, Q, 1): kx < 0 from Friedel's mate
+    scale, offset = _grid_affine(n, p, fvol.data.shape[-1], device, dtype)
+    grid = torch.addcmul(offset, k3 * sign, scale)  # grid_sample's [-1, 1] over (kx, ky, kz)
     out = F.grid_sample(
         fvol.data, grid[None, :, :, None], mode="bilinear", padding_mode="zeros", align_corners=True
     )
     re, im = out[0, 0, :, :, 0], out[0, 1, :, :, 0]  # (B, Q)
-    return torch.complex(re, torch.where(conj, -im, im))
+    return torch.complex(re, im * sign[..., 0])
+
+
+@functools.lru_cache(maxsize=8)
+def _grid_affine(n: int, oversample: int, width: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, offset)`` ``(3,)`` taking a frequency ``(kx, ky, kz)`` in cycles per box (kx ≥ 0) to
+    :func:`torch.nn.functional.grid_sample`'s coordinates on the padded half-volume of ``width``
+    kx samples (``align_corners=True``: -1 and 1 are the first and last samples)."""
+    padded = n * oversample
+    yz = 2 * oversample / (padded - 1)
+    scale = torch.tensor([2 * oversample / (width - 1), yz, yz], device=device, dtype=dtype)
+    centre = 2 * (padded // 2) / (padded - 1) - 1
+    offset = torch.tensor([-1.0, centre, centre], device=device, dtype=dtype)
+    return scale, offset
 
 
 def slice_volume(fvol: FourierVolume, rotations: torch.Tensor, radius: float | None = None) -> torch.Tensor:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model.losses import band_weights
-from ..physics.fourier import shift_phase
+from ..physics.fourier import power, shift_phase
 from ..physics.projection import FourierVolume, band_indices, slice_band
 from ..physics.rotations import axis_angle_to_matrix, quaternion_to_matrix
 from .shift_search import phases_at, refine_shifts
@@ -127,14 +127,14 @@ def grid_misfits(fvol: FourierVolume, rotations: torch.Tensor, t: SearchTargets,
     """
     c = t.ctf if t.ctf is not None else torch.ones_like(t.spectra.real)
     wy = t.weights * c * t.spectra  # (B, Q)
-    cross_rows = torch.cat([wy.real, wy.imag], dim=1)  # Re(conj(Y)·S) = Yr·Sr + Yi·Si
+    cross_rows = torch.view_as_real(wy).flatten(1)  # (B, 2Q): Re(conj(Y)·S) = Yr·Sr + Yi·Si
     power_rows = t.weights * c.square()
-    base = (t.weights * t.spectra.abs().square()).sum(dim=1, keepdim=True)
+    base = (t.weights * power(t.spectra)).sum(dim=1, keepdim=True)
     out = []
     for rots in rotations.split(chunk):
         s = slice_band(fvol, rots, t.keep)  # (g, Q)
-        cross = cross_rows @ torch.cat([s.real, s.imag], dim=1).T
-        out.append(base - 2 * cross + power_rows @ s.abs().square().T)
+        cross = cross_rows @ torch.view_as_real(s).flatten(1).T
+        out.append(base - 2 * cross + power_rows @ power(s).T)
     return torch.cat(out, dim=1)
 
 
@@ -150,7 +150,7 @@ def _models(fvol: FourierVolume, rotations: torch.Tensor, t: SearchTargets, shif
 
 def _misfits(models: torch.Tensor, t: SearchTargets) -> torch.Tensor:
     """Misfits ``(B, C)`` of each image against its own model spectra ``(B, C, Q)``."""
-    return (t.weights * (t.spectra[:, None] - models).abs().square()).sum(dim=-1)
+    return (t.weights * power(t.spectra[:, None] - models)).sum(dim=-1)
 
 
 def candidate_misfits(fvol: FourierVolume, rotations: torch.Tensor, t: SearchTargets, shifts=None):
@@ -330,7 +330,7 @@ def marginal_misfit(
     if found is not None:
         found = polish_shifts(models, found, full) if levels == 0 else found
         models = models * phases_at(found, full.n, full.keep)
-    residual = full.weights * (full.spectra[:, None] - models).abs().square()  # (B, top, Q)
+    residual = full.weights * power(full.spectra[:, None] - models)  # (B, top, Q)
     inner = full.inside(k_max)
     err = residual[..., inner].sum(dim=-1)  # (B, top): the posterior's band
     best = err.detach().argmin(dim=1)
