@@ -14,6 +14,7 @@ from cryoposenet.physics.fourier import (
     half_plane_freqs,
     image_to_fourier,
     nyquist_mask,
+    power,
     shift_phase,
 )
 from cryoposenet.physics.rotations import geodesic_distance, random_rotations, relion_angles_to_matrix
@@ -242,3 +243,13 @@ def test_band_limited_slice_samples_only_the_band_and_keeps_its_values_and_gradi
     assert (limited[:, ~band] == 0).all()
     assert (limited[:, band] == full[:, band]).all()
     torch.testing.assert_close(limited_grad, full_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_power_is_the_squared_modulus_with_gradient_two_z_even_at_zero():
+    z = torch.tensor([3 + 4j, 0j, -1e-3 + 2j], dtype=torch.complex128, requires_grad=True)
+    p = power(z)
+    assert p.dtype == F64
+    torch.testing.assert_close(p, z.detach().abs() ** 2, rtol=1e-14, atol=0)
+    p.sum().backward()
+    # PyTorch's gradient of a real loss in a complex z is dL/d(Re z) + i dL/d(Im z) = 2z here.
+    torch.testing.assert_close(z.grad, 2 * z.detach(), rtol=1e-14, atol=0)
