@@ -317,3 +317,20 @@ def test_diverging_run_stops_with_one_line_and_no_nan_checkpoint(good, tmp_path,
         payload = torch.load(out / "checkpoint.pt", weights_only=False)
         for tensor in [*payload["volume"].values(), *payload["encoder"].values()]:
             assert torch.isfinite(tensor).all()
+
+
+def test_resuming_a_run_logged_with_fewer_metric_columns_keeps_its_rows_under_todays_header(tmp_path):
+    """Columns are only appended: a run started by an older version resumes into today's header,
+    its rows past the resumed step dropped and the kept ones still read under their names."""
+    from cryoposenet.runs.progress import METRIC_COLUMNS, MetricsLog
+
+    path = tmp_path / "metrics.csv"
+    old = METRIC_COLUMNS[:6]
+    path.write_text(",".join(old) + "\n" + "".join(f"{s},{1 / s},{s},9,4,\n" for s in range(1, 5)))
+    log = MetricsLog(path, resume_step=2)
+    log.write({"step": 3, "loss": 0.25, "encoder_pose_mae_deg": 50.0})
+    log.close()
+    rows = pd.read_csv(path)
+    assert tuple(rows.columns) == METRIC_COLUMNS
+    assert list(rows["step"]) == [1, 2, 3] and list(rows["loss"]) == [1.0, 0.5, 0.25]
+    assert rows["encoder_pose_mae_deg"].isna().tolist() == [True, True, False]

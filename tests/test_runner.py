@@ -73,6 +73,7 @@ def test_known_pose_training_recovers_map_and_writes_run_files(clean_set):
     evals = metrics.dropna(subset=["fsc05_A"])
     assert list(evals["step"]) == [40, 80]
     assert evals["pose_mae_deg"].max() < 1e-3  # known poses align to themselves (measured 3e-15°)
+    assert evals["encoder_pose_mae_deg"].isna().all()  # no search, no encoder beside it
     assert evals["fsc05_A"].iloc[-1] < 12.0  # measured 4.6 Å
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["train"]["poses"] == "known" and config["cryoposenet_version"]
@@ -96,6 +97,20 @@ def test_evaluations_on_checkpoint_steps_reach_metrics(clean_set):
     metrics = pd.read_csv(folder / "run" / "metrics.csv")
     assert list(metrics["step"]) == list(range(1, 21))
     assert list(metrics.dropna(subset=["fsc05_A"])["step"]) == [10, 20]
+
+
+def test_a_searching_run_scores_the_searched_poses_and_logs_the_encoders_beside_them(clean_set):
+    """While the map learns from the pose search, metrics.csv's pose errors are the search's and the
+    encoder's own are the ``encoder_pose_*`` columns (empty in known-pose runs: see above)."""
+    folder, _ = clean_set
+    ref = ["--ref", str(folder / "truth.mrc"), "--eval-every", "3", "--refine-steps", "0"]
+    assert train(folder, "enc", "--steps", "6", *ref) == 0
+    enc = pd.read_csv(folder / "enc" / "metrics.csv").dropna(subset=["fsc05_A"])
+    assert list(enc["step"]) == [3, 6]
+    assert enc["pose_mae_deg"].notna().all() and enc["encoder_pose_mae_deg"].notna().all()
+    assert (enc["pose_mae_deg"] != enc["encoder_pose_mae_deg"]).all()  # two estimates, not one copied
+    assert main(["report", str(folder / "enc")]) == 0  # its pose plot draws the encoder's curve too
+    assert (folder / "enc" / "evaluation.png").stat().st_size > 1000
 
 
 def test_output_folder_holding_a_run_is_refused_without_force(clean_set, capsys):

@@ -57,6 +57,14 @@ def _curves(metrics: pd.DataFrame, out: Path) -> list[tuple[str, str]]:
         if ev.get("pose_mae_sym_deg") is not None and ev["pose_mae_sym_deg"].notna().any():
             a1.plot(ev["step"], ev["pose_mae_sym_deg"].clip(lower=floor), "o-", label="mean, symmetry-aware")
             a1.plot(ev["step"], ev["pose_median_sym_deg"].clip(lower=floor), "s--", label="median, sym.")
+        if ev.get("encoder_pose_mae_deg") is not None and ev["encoder_pose_mae_deg"].notna().any():
+            # the run searched: the curves above are the search's poses, this is the encoder's own
+            key = (
+                "encoder_pose_mae_sym_deg"
+                if ev["encoder_pose_mae_sym_deg"].notna().any()
+                else "encoder_pose_mae_deg"
+            )
+            a1.plot(ev["step"], ev[key].clip(lower=floor), "^:", color="grey", label="encoder alone, mean")
         a1.set(xlabel="step", ylabel="pose error after alignment (°)", yscale="log", title="Pose error")
         a1.legend()
         a2.plot(ev["step"], ev["fsc05_A"], "o-", label="FSC 0.5")

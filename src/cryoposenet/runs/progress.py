@@ -30,6 +30,10 @@ METRIC_COLUMNS = (
     "pose_median_deg",
     "pose_mae_sym_deg",
     "pose_median_sym_deg",
+    "encoder_pose_mae_deg",  # while the run searches: the encoder's own poses (pose_*: the search's)
+    "encoder_pose_median_deg",
+    "encoder_pose_mae_sym_deg",
+    "encoder_pose_median_sym_deg",
 )
 
 
@@ -41,7 +45,8 @@ class MetricsLog:
         if resume_step is not None and path.exists():
             lines = path.read_text().splitlines()
             keep = [ln for ln in lines[1:] if ln and int(ln.split(",")[0]) <= resume_step]
-            write_text_atomic(path, "\n".join([lines[0], *keep]) + "\n")
+            # Today's header: columns are only ever appended, so an older run's rows still line up.
+            write_text_atomic(path, "\n".join([",".join(METRIC_COLUMNS), *keep]) + "\n")
         else:
             write_text_atomic(path, ",".join(METRIC_COLUMNS) + "\n")
         self._file = open(path, "a")  # noqa: SIM115 (kept open for the whole run)

@@ -20,7 +20,7 @@ import yaml
 from .. import __version__
 from ..analysis.evaluation import detect_symmetry, evaluate_maps
 from ..analysis.map_alignment import align_maps
-from ..analysis.metrics import align_rotations
+from ..analysis.metrics import Alignment, align_rotations
 from ..analysis.reconstruct import backproject_halves, write_half_maps
 from ..errors import InputError
 from ..io.atomic import write_text_atomic
@@ -43,7 +43,8 @@ from ..training.inputs import (
     resolve_settings,
     settings_from_config,
 )
-from ..training.refine import REFINE_STEPS, refine_fits
+from ..training.refine import REFINE_STEPS, refine_fits, searched_poses
+from ..training.schedule import searching_at
 from ..training.shift_search import default_shift_range
 from ..training.train import (
     ParticleData,
@@ -143,8 +144,12 @@ def _evaluator(data: ParticleData, ref_path, settings: DataSettings):
     The reference is taken at the training box (Fourier-cropped from the particles' box). With a
     (pseudo-)symmetric reference the symmetry-aware errors are logged too and the map is aligned
     by them (see :mod:`cryoposenet.analysis.evaluation`). The map is also aligned to the reference on its own
-    (:func:`~cryoposenet.analysis.map_alignment.align_maps`) and the better FSC kept: while the encoder's
-    poses are still far off, aligning by them would understate the map.
+    (:func:`~cryoposenet.analysis.map_alignment.align_maps`) and the better FSC kept: while the poses
+    are still far off, aligning by them would understate the map.
+
+    The poses scored are those the map learns from: while the run searches, each image's best pose
+    from a global search on the current map (:func:`~cryoposenet.training.refine.searched_poses`),
+    with the encoder's own error beside them (``encoder_pose_*``); otherwise the encoder's.
     """
     reference = reference_at(read_map(ref_path)[0], settings, ref_path)
     apix = settings.apix
@@ -153,16 +158,16 @@ def _evaluator(data: ParticleData, ref_path, settings: DataSettings):
     symmetry = functools.cache(lambda: detect_symmetry(reference)[0])
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:EVAL_IMAGES]
     sub = _subset(data, idx)
+    truth = sub.rotations.double().numpy()
 
     def evaluate(state: TrainState) -> dict:
-        est = predict_poses(state, sub).double().numpy()
-        truth = sub.rotations.double().numpy()
-        alignment = align_rotations(est, truth)
-        row = {"pose_mae_deg": alignment.mean_deg, "pose_median_deg": alignment.median_deg}
-        group = symmetry()
-        if group is not None:
-            alignment = align_rotations(est, truth, symmetry=group)
-            row.update(pose_mae_sym_deg=alignment.mean_deg, pose_median_sym_deg=alignment.median_deg)
+        encoder = predict_poses(state, sub).double().numpy()
+        searched = searching_at(state.config, max(state.step - 1, 0))
+        est = searched_poses(state, sub).double().numpy() if searched else encoder
+        row, alignment = _pose_figures(est, truth, symmetry())
+        if searched:
+            enc = _pose_figures(encoder, truth, symmetry())[0]
+            row.update({f"encoder_{k}": v for k, v in enc.items()})
         with torch.no_grad():
             vol = (state.volume.volume().detach().cpu().double() / state.scale).numpy()
         maps = evaluate_maps(vol, reference, apix, alignment)
@@ -171,6 +176,18 @@ def _evaluator(data: ParticleData, ref_path, settings: DataSettings):
         return {"fsc05_A": maps.fsc05_A, "fsc0143_A": maps.fsc0143_A, **row}
 
     return evaluate
+
+
+def _pose_figures(est: np.ndarray, truth: np.ndarray, group) -> tuple[dict, Alignment]:
+    """``pose_mae_deg`` / ``pose_median_deg`` (and ``_sym`` ones to the nearest branch of a detected
+    symmetry ``group``, else None) of rotations ``est`` ``(M, 3, 3)`` against ``truth``, and the
+    alignment to align the map by (the symmetry-aware one where there is a symmetry)."""
+    alignment = align_rotations(est, truth)
+    row = {"pose_mae_deg": alignment.mean_deg, "pose_median_deg": alignment.median_deg}
+    if group is not None:
+        alignment = align_rotations(est, truth, symmetry=group)
+        row.update(pose_mae_sym_deg=alignment.mean_deg, pose_median_sym_deg=alignment.median_deg)
+    return row, alignment
 
 
 def _write_config(out: Path, star, config: TrainConfig, **settings) -> None:

@@ -35,7 +35,7 @@ from .pose_search import SearchTargets, cached_grid, candidate_misfits, global_s
 from .shift_search import shift_search_grid
 from .train import ParticleData, TrainState, batch_targets, eval_mode
 
-__all__ = ["refine_poses", "refine_fits", "slice_misfits", "REFINE_STEPS", "REFINE_LR"]
+__all__ = ["refine_poses", "refine_fits", "searched_poses", "slice_misfits", "REFINE_STEPS", "REFINE_LR"]
 
 REFINE_STEPS = 40
 REFINE_LR = 0.02  # radians per step at the start (Adam), cosine-decayed to a tenth
@@ -145,6 +145,30 @@ def refine_fits(
         if out_shifts is not None:
             out_shifts[positions] = moved.cpu()
     return out, out_shifts
+
+
+@torch.no_grad()
+def searched_poses(state: TrainState, data: ParticleData, rows=None, batch_size: int = 256) -> torch.Tensor:
+    """Each image's best rotation ``(R, 3, 3)`` (images ``rows``, default all) from a global search
+    alone against the current map: the grid and three local levels on half of Nyquist, shifts
+    searched jointly where the run searches them. It is :func:`refine_fits`' global start without
+    the encoder, the local steps or the posterior mean: the poses the map is learning from while
+    the run searches (cost: one grid's slices per chunk and 324 slices per image)."""
+    dev, band = state.config.device, data.box / 4
+    rows = torch.arange(len(data)) if rows is None else rows
+    with eval_mode(state.volume):
+        fvol = state.volume()
+    weights = band_weights(data.box, band, device=dev)
+    shift_grid = shift_search_grid(state.config, data, dev)
+    grid = cached_grid(state.config.search_grid, device=dev)
+    out = torch.empty(len(rows), 3, 3)
+    for positions, images in read_chunks(data.images, rows, batch_size, dev.startswith("cuda")):
+        _, target, ctf, shifts = batch_targets(state, data, rows[positions], images)
+        known = None if shift_grid is not None else shifts
+        targets = SearchTargets.from_half_planes(target, ctf, known, weights, band)
+        found, _, _ = global_search(fvol, targets, grid, top=4, levels=3, shifts=shift_grid)
+        out[positions] = found[:, 0].cpu()
+    return out
 
 
 def refine_poses(state: TrainState, data: ParticleData, rotations: torch.Tensor, rows=None, **options):
