@@ -74,7 +74,7 @@ def main() -> None:
     group = detect_symmetry(ref)[0]
     truth = data.rotations.double().numpy()
     rotations, translations = _poses(a.run, stack, settings)
-    mask, volume = state.volume.mask.cpu(), None
+    mask, volume = state.volume.mask.cpu(), None  # maps are kept unmasked, map.mrc masked
     for k in range(1, a.rounds + 1):
         t0 = time.perf_counter()
         if k > 1:
@@ -83,14 +83,16 @@ def main() -> None:
                 rotations, translations = refine_fits(
                     held, data, rotations, steps=steps, translations=translations
                 )
-        volume = final_map(data, rotations, translations, mask, show=False)
+        volume = final_map(data, rotations, translations, show=False)
         took = time.perf_counter() - t0
-        print(f"round {k}: {_score(volume, ref, settings.apix, rotations, truth, group)} ({took:.0f} s)")
+        print(
+            f"round {k}: {_score(volume * mask, ref, settings.apix, rotations, truth, group)} ({took:.0f} s)"
+        )
     if a.out is not None:
         a.out.mkdir(parents=True, exist_ok=True)
         for name in ("config.yaml", "metrics.csv"):
             shutil.copy(a.run / name, a.out / name)
-        write_map(a.out / "map.mrc", volume.numpy().astype(np.float32), settings.apix)
+        write_map(a.out / "map.mrc", (volume * mask).numpy().astype(np.float32), settings.apix)
         origins = origins_out_A(stack.table, settings, translations)
         write_poses_star(a.out / "poses.star", stack.table, rotations, stack.apix, stack.box, origins)
         save_checkpoint(a.out / "checkpoint.pt", state, payload.get("extra"), final_map=volume)

@@ -69,3 +69,17 @@ def test_the_trained_map_is_kept_when_it_explains_the_images_better():
         worse = misfit(held, data, rots, None, rows)
     assert misfit(state, data, rots, None, rows) < worse
     torch.testing.assert_close(_final_poses_and_map(state, data, show=False)[2], truth)
+
+
+def test_a_support_mask_is_applied_once_where_the_final_map_is_used():
+    """The final map is kept unmasked (as the trained map's ``data``); loading it, or holding it,
+    masks it once. Before, the backprojection was masked and then masked again on use."""
+    torch.manual_seed(0)
+    data = ParticleData(3.0 * torch.randn(24, 16, 16), 2.0)
+    state = init_state(data, TrainConfig(steps=1, refine_steps=0, mask_radius=5.0))
+    mask = state.volume.mask
+    assert mask.min() < 1e-3 < 0.999 < mask.max()  # a real soft mask
+    volume = _final_poses_and_map(state, data, show=False)[2]
+    assert volume[mask < 1e-3].abs().max() > 0  # unmasked: density outside the mask is still there
+    with holding_map(state, volume) as held:
+        torch.testing.assert_close(_map(held), volume * mask)

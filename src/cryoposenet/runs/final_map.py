@@ -8,7 +8,8 @@ trained map or sharper (docs/training.md, "The map from the final poses"), and `
 refinement against it is as good or better. It is ``map.mrc``, for every pose mode (with
 ``--poses known``: the known poses' backprojection), and the checkpoint carries it beside the
 trained map (``predict`` uses it; ``--resume`` trains on from the trained map, so a run extended
-later is the run trained that long). The trained map's support mask, if any, is applied.
+later is the run trained that long). Maps are kept unmasked, like the trained map's own ``data``:
+a support mask, if any, is applied once, where the map is used and where ``map.mrc`` is written.
 
 The backprojection is kept only where it explains the training images better than the trained
 map at the final poses (:func:`misfit`, full band, 1000 images): on every noisy run of the suite
@@ -51,12 +52,12 @@ def final_map(
     data: ParticleData,
     rotations: torch.Tensor,
     translations_px: torch.Tensor | None,
-    mask: torch.Tensor | None = None,
     show: bool = True,
 ) -> torch.Tensor:
     """The map ``(N, N, N)`` (training box, images' units) backprojected from ``data``'s images at
     ``rotations`` ``(M, 3, 3)`` and ``translations_px`` ``(M, 2)`` (training pixels; None: the
-    data's own, if any), times the trained map's support ``mask`` ``(N, N, N)`` if given."""
+    data's own, if any). Unmasked, like the trained map's ``data``: a run with a support mask
+    applies it once, where the map is used (``volume()``) and where ``map.mrc`` is written."""
     shifts = translations_px if translations_px is not None else data.translations_px
     acc = backproject(
         data.images,
@@ -69,8 +70,7 @@ def final_map(
         show=show,
         pad_images=data.ctf is None,  # see the module docstring
     )
-    volume = acc.volume(WIENER).float()
-    return volume * mask if mask is not None else volume
+    return acc.volume(WIENER).float()
 
 
 @contextlib.contextmanager

@@ -344,7 +344,7 @@ def _write_outputs(out: Path, stack, settings: DataSettings, data, result, hook:
     rotations, translations, volume = _final_poses_and_map(result.state, data, show)
     hook.save(result.state, volume)
     # a cropped voxel is particle_box/box times longer: rescaled, map.mrc holds the full map's crop
-    scale = settings.box / settings.particle_box
+    scale = settings.box / settings.particle_box * result.state.volume.mask.cpu()  # the mask, once
     write_map(out / "map.mrc", (volume * scale).numpy().astype(np.float32), settings.apix)
     origins = origins_out_A(stack.table, settings, translations)
     write_poses_star(out / "poses.star", stack.table, rotations, stack.apix, stack.box, origins)
@@ -415,21 +415,20 @@ def _final_poses_and_map(state: TrainState, data: ParticleData, show: bool):
     backprojection wins, ``final_rounds - 1`` times more (encoder runs): the poses refined against
     it and backprojected again. Every rank makes each map and the same choice."""
     rotations, translations = _final_rotations(state, data, show)
-    mask = state.volume.mask.cpu()
-    volume = final_map(data, rotations, translations, mask, show=show)
+    volume = final_map(data, rotations, translations, show=show)
     rows = torch.linspace(0, len(data) - 1, min(MISFIT_IMAGES, len(data))).round().long()
     trained_fit = misfit(state, data, rotations, translations, rows)
     with holding_map(state, volume) as held:
         backprojected_fit = misfit(held, data, rotations, translations, rows)
     if backprojected_fit >= trained_fit:
         log.info("final map: the trained map (it fits the images better than their backprojection)")
-        return rotations, translations, (state.volume.volume().detach() / state.scale).cpu()
+        return rotations, translations, (state.volume.data.detach() / state.scale).cpu()  # unmasked
     cfg = state.config
     rounds = cfg.final_rounds if cfg.poses == "encoder" and cfg.refine_steps > 0 else 1
     for _ in range(rounds - 1):
         with holding_map(state, volume) as held:
             rotations, translations = _refined(held, data, rotations, translations, show)
-        volume = final_map(data, rotations, translations, mask, show=show)
+        volume = final_map(data, rotations, translations, show=show)
     return rotations, translations, volume
 
 
