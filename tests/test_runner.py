@@ -84,9 +84,11 @@ def test_known_pose_training_recovers_map_and_writes_run_files(clean_set):
     # the report of this run: every figure the page shows exists, with the reference-based ones
     assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text()
-    for png in ("loss.png", "evaluation.png", "fsc.png", "map_views.png", "pose_errors.png", "montage.png"):
+    pngs = ("loss.png", "evaluation.png", "fsc.png", "map_views.png", "pose_errors.png", "montage.png")
+    for png in (*pngs, "viewing_directions.png"):
         assert f'src="{png}"' in page and (run / png).stat().st_size > 1000
     assert "handedness" in page and "FSC 0.5 / 0.143" in page
+    assert "view the map from the most populated 5 % of directions" in page
 
 
 def test_evaluations_on_checkpoint_steps_reach_metrics(clean_set):

@@ -31,6 +31,7 @@ from ..physics.projection import volume_to_fourier  # noqa: E402
 from ..physics.rotations import relion_angles_to_matrix  # noqa: E402
 from .evaluation import detect_symmetry, evaluate_maps, matched_rotations  # noqa: E402
 from .metrics import align_map, align_rotations  # noqa: E402
+from .views import direction_coverage, viewing_directions  # noqa: E402
 
 __all__ = ["write_report"]
 
@@ -147,6 +148,22 @@ def _montage(star: Path, poses: Path, volume: np.ndarray, out: Path, count: int 
     return _save(fig, out / "montage.png")
 
 
+def _directions(poses: Path, out: Path, facts: list) -> str:
+    """An equal-area map of the poses' viewing directions (azimuth against cos of the polar angle:
+    equal areas of the sphere are equal areas of the plot), with their coverage in ``facts``."""
+    rotations = relion_angles_to_matrix(read_star(poses).angles_deg()).numpy()
+    d = viewing_directions(rotations)
+    coverage = direction_coverage(d)
+    facts.append(("viewing directions", coverage.describe() + (" (concentrated)" * coverage.concentrated)))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    *_, image = ax.hist2d(
+        np.degrees(np.arctan2(d[:, 1], d[:, 0])), d[:, 2], bins=(36, 18), range=((-180, 180), (-1, 1))
+    )
+    fig.colorbar(image, ax=ax, label="particles per bin")
+    ax.set(xlabel="azimuth (°)", ylabel="cos(polar angle)", title="Viewing directions (equal-area bins)")
+    return _save(fig, out / "viewing_directions.png")
+
+
 def _page(title: str, facts: list[tuple[str, str]], figures: list[tuple[str, str]]) -> str:
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
     figs = "".join(
@@ -218,6 +235,7 @@ def write_report(run_dir: str | os.PathLike) -> Path:
         ("final loss", f"{metrics['loss'].dropna().iloc[-1]:.4g}"),
     ]
     figures = _curves(metrics, run)
+    figures.append(("Viewing directions of the poses", _directions(run / "poses.star", run, facts)))
     _reference_figures(run, config, volume, apix or 1.0, facts, figures)
     if Path(config["star"]).is_file():
         figures.append(

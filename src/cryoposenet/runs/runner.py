@@ -22,6 +22,7 @@ from ..analysis.evaluation import detect_symmetry, evaluate_maps
 from ..analysis.map_alignment import align_maps
 from ..analysis.metrics import Alignment, align_rotations
 from ..analysis.reconstruct import backproject_halves, write_half_maps
+from ..analysis.views import direction_coverage, viewing_directions
 from ..errors import InputError
 from ..io.atomic import write_text_atomic
 from ..io.mrc import read_map, write_map
@@ -348,7 +349,23 @@ def _write_outputs(out: Path, stack, settings: DataSettings, data, result, hook:
     write_map(out / "map.mrc", (volume * scale).numpy().astype(np.float32), settings.apix)
     origins = origins_out_A(stack.table, settings, translations)
     write_poses_star(out / "poses.star", stack.table, rotations, stack.apix, stack.box, origins)
+    _log_views(rotations, learned=result.state.config.poses != "known")
     return rotations, origins, volume
+
+
+def _log_views(rotations: torch.Tensor, learned: bool) -> None:
+    """How evenly the final poses ``(M, 3, 3)`` view the map; a warning where learned poses
+    crowd into a few directions (:mod:`~cryoposenet.analysis.views`)."""
+    coverage = direction_coverage(viewing_directions(rotations.double().numpy()))
+    if learned and coverage.concentrated:
+        log.warning(
+            "viewing directions: %s. Unless the particles prefer a few views, the poses may have "
+            "collapsed onto a wrong map: look at the map and the report, or train again with "
+            "another --seed",
+            coverage.describe(),
+        )
+    else:
+        log.info("viewing directions: %s", coverage.describe())
 
 
 def _train_loop(
