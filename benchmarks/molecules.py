@@ -50,6 +50,9 @@ from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
 from cryoposenet.analysis.evaluation import detect_symmetry
+from cryoposenet.analysis.views import direction_coverage, viewing_directions
+from cryoposenet.io import read_star
+from cryoposenet.physics.rotations import relion_angles_to_matrix
 from cryoposenet.simulate import potential_from_atoms, read_atoms
 from cryoposenet.simulate.potential import blur_A2
 from pipeline import SHARED_DATA, evaluate_run, fmt, simulate_once, train_once
@@ -234,6 +237,14 @@ def verdict(ratio, median, mean, snr_db: float) -> str:
     return "; ".join(missed + [f"no {m}" for m in missing]) or "met"
 
 
+def view_share(run: Path) -> str:
+    """Share of the run's final poses in the most populated 5 % of viewing directions, and the
+    uniform share (``analysis.views``): a collapsed run crowds its views."""
+    rotations = relion_angles_to_matrix(read_star(run / "poses.star").angles_deg()).numpy()
+    c = direction_coverage(viewing_directions(rotations))
+    return f"{c.top_share:.0%} / {c.uniform_share:.0%}" + (" (!)" if c.concentrated else "")
+
+
 def result_row(ds: DataSet, seed: int, sym: str, a) -> str | None:
     learned, known = read_figures(ds, seed, a), read_figures(ds, None, a)
     if learned is None:
@@ -247,15 +258,16 @@ def result_row(ds: DataSet, seed: int, sym: str, a) -> str | None:
     return (
         f"| {ds.mol.name} | {ds.mol.mass_kDa:.1f} | {sym} | {ds.mol.apix:.1f} | {b} | {snr} | {seed} | "
         f"{fmt(fsc)} | {fmt(fsc_known)} | {fmt(ratio, '×')} | {fmt(mean)} | {fmt(median)} | "
-        f"{fmt(wall, digits=1)} | {verdict(ratio, median, mean, ds.snr_db)} |"
+        f"{fmt(wall, digits=1)} | {view_share(run_folder(ds, seed, a))} | "
+        f"{verdict(ratio, median, mean, ds.snr_db)} |"
     )
 
 
 def result_table(sets: list[DataSet], syms: dict, a) -> tuple[str, list[str]]:
     """The Markdown table of every finished learned-pose run, and the runs not finished."""
     head = "| molecule | mass kDa | symmetry | apix Å | B Å² | SNR dB | seed | FSC0.5 learned Å | known Å |"
-    head += " ratio | held-out mean ° | median ° | wall min | issue #12 |"
-    rows, missing = [head, "|" + "---|" * 14], []
+    head += " ratio | held-out mean ° | median ° | wall min | views: top 5 % / uniform | issue #12 |"
+    rows, missing = [head, "|" + "---|" * 15], []
     for ds in sets:
         for seed in a.seeds:
             row = result_row(ds, seed, symmetry_text(syms.get(ds.mol.name)), a)
