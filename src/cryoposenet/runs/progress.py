@@ -34,6 +34,7 @@ METRIC_COLUMNS = (
     "encoder_pose_median_deg",
     "encoder_pose_mae_sym_deg",
     "encoder_pose_median_sym_deg",
+    "views_top5_share",  # the scored poses' share in the most populated 5 % of viewing directions
 )
 
 

@@ -151,6 +151,9 @@ def _evaluator(data: ParticleData, ref_path, settings: DataSettings):
     The poses scored are those the map learns from: while the run searches, each image's best pose
     from a global search on the current map (:func:`~cryoposenet.training.refine.searched_poses`),
     with the encoder's own error beside them (``encoder_pose_*``); otherwise the encoder's.
+    ``views_top5_share``: the share of those poses in the most populated 5 % of viewing directions
+    (:mod:`~cryoposenet.analysis.views`; no reference needed: a run collapsing onto a few views
+    shows it early).
     """
     reference = reference_at(read_map(ref_path)[0], settings, ref_path)
     apix = settings.apix
@@ -166,6 +169,7 @@ def _evaluator(data: ParticleData, ref_path, settings: DataSettings):
         searched = searching_at(state.config, max(state.step - 1, 0))
         est = searched_poses(state, sub).double().numpy() if searched else encoder
         row, alignment = _pose_figures(est, truth, symmetry())
+        row["views_top5_share"] = direction_coverage(viewing_directions(est)).top_share
         if searched:
             enc = _pose_figures(encoder, truth, symmetry())[0]
             row.update({f"encoder_{k}": v for k, v in enc.items()})
