@@ -184,8 +184,8 @@ def _evaluator(data: ParticleData, ref_path, settings: DataSettings):
 
 
 def _pose_figures(est: np.ndarray, truth: np.ndarray, group) -> tuple[dict, Alignment]:
-    """``pose_mae_deg`` / ``pose_median_deg`` (and ``_sym`` ones to the nearest branch of a detected
-    symmetry ``group``, else None) of rotations ``est`` ``(M, 3, 3)`` against ``truth``, and the
+    """``pose_mae_deg`` / ``pose_median_deg`` of rotations ``est`` ``(M, 3, 3)`` against ``truth``
+    (with a detected symmetry ``group``, also the ``_sym`` ones, to the nearest branch), and the
     alignment to align the map by (the symmetry-aware one where there is a symmetry)."""
     alignment = align_rotations(est, truth)
     row = {"pose_mae_deg": alignment.mean_deg, "pose_median_deg": alignment.median_deg}
