@@ -112,6 +112,7 @@ def test_a_searching_run_scores_the_searched_poses_and_logs_the_encoders_beside_
     assert enc["pose_mae_deg"].notna().all() and enc["encoder_pose_mae_deg"].notna().all()
     assert (enc["pose_mae_deg"] != enc["encoder_pose_mae_deg"]).all()  # two estimates, not one copied
     assert enc["views_top5_share"].between(1 / 24, 1.0).all()  # 96 poses, 24 cells: the top one holds >= 1/24
+    assert enc["views_min_moment"].between(0.0, 1 / 3 + 1e-9).all()  # the smallest of three summing to 1
     assert main(["report", str(folder / "enc")]) == 0  # its pose plot draws the encoder's curve too
     assert (folder / "enc" / "evaluation.png").stat().st_size > 1000
 

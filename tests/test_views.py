@@ -48,6 +48,17 @@ def test_uniform_poses_cover_the_sphere_and_collapsed_ones_do_not():
     collapsed = axes + 0.15 * rng.standard_normal((4500, 3))
     collapsed /= np.linalg.norm(collapsed, axis=1, keepdims=True)
     assert direction_coverage(collapsed).top_share > 3 * uniform.uniform_share
+    assert abs(uniform.min_moment - 1 / 3) < 0.03  # three axes equally: no plane either
+    assert abs(direction_coverage(collapsed).min_moment - 1 / 3) < 0.05
+
+
+def test_views_on_one_great_circle_have_no_second_moment_across_it():
+    angle = np.random.default_rng(5).uniform(0, 2 * np.pi, 3000)
+    ring = np.stack([np.cos(angle), np.zeros_like(angle), np.sin(angle)], axis=1)
+    tilted = ring + 0.05 * np.random.default_rng(6).standard_normal(ring.shape)
+    tilted /= np.linalg.norm(tilted, axis=1, keepdims=True)
+    assert direction_coverage(ring).min_moment < 1e-12
+    assert direction_coverage(tilted).min_moment < 0.01
 
 
 def test_training_warns_when_learned_poses_crowd_into_a_few_views(caplog):

@@ -38,11 +38,14 @@ def sphere_cells(count: int) -> np.ndarray:
 class Coverage:
     """``top_share``: fraction of the particles in the most populated 5 % of the sphere's cells;
     ``uniform_share``: the same for as many uniformly random directions (what no preference gives
-    at this count); ``cells``: how many cells (about 20 particles each, 24 to 600)."""
+    at this count); ``cells``: how many cells (about 20 particles each, 24 to 600);
+    ``min_moment``: the smallest eigenvalue of the directions' second moment ``Σ d dᵀ / M`` (⅓ for
+    uniform views, 0 for views on one great circle; ``±d`` count alike)."""
 
     top_share: float
     uniform_share: float
     cells: int
+    min_moment: float
 
     @property
     def concentrated(self) -> bool:
@@ -72,4 +75,5 @@ def direction_coverage(directions: np.ndarray, seed: int = 0) -> Coverage:
     rng = np.random.default_rng(seed)
     uniform = rng.standard_normal((m, 3))
     uniform /= np.linalg.norm(uniform, axis=1, keepdims=True)
-    return Coverage(_top_share(directions, centres), _top_share(uniform, centres), cells)
+    moment = float(np.linalg.eigvalsh(directions.T @ directions / max(1, m))[0])
+    return Coverage(_top_share(directions, centres), _top_share(uniform, centres), cells, moment)

@@ -35,6 +35,7 @@ METRIC_COLUMNS = (
     "encoder_pose_mae_sym_deg",
     "encoder_pose_median_sym_deg",
     "views_top5_share",  # the scored poses' share in the most populated 5 % of viewing directions
+    "views_min_moment",  # smallest eigenvalue of their directions' second moment (1/3 uniform)
 )
 
 

@@ -151,9 +151,9 @@ def _evaluator(data: ParticleData, ref_path, settings: DataSettings):
     The poses scored are those the map learns from: while the run searches, each image's best pose
     from a global search on the current map (:func:`~cryoposenet.training.refine.searched_poses`),
     with the encoder's own error beside them (``encoder_pose_*``); otherwise the encoder's.
-    ``views_top5_share``: the share of those poses in the most populated 5 % of viewing directions
-    (:mod:`~cryoposenet.analysis.views`; no reference needed: a run collapsing onto a few views
-    shows it early).
+    ``views_top5_share`` and ``views_min_moment``: how those poses' viewing directions cover the
+    sphere (:mod:`~cryoposenet.analysis.views`; no reference needed: a run collapsing onto a great
+    circle of views shows it in the second, from step ~300 on 4AKE chain A).
     """
     reference = reference_at(read_map(ref_path)[0], settings, ref_path)
     apix = settings.apix
@@ -169,7 +169,8 @@ def _evaluator(data: ParticleData, ref_path, settings: DataSettings):
         searched = searching_at(state.config, max(state.step - 1, 0))
         est = searched_poses(state, sub).double().numpy() if searched else encoder
         row, alignment = _pose_figures(est, truth, symmetry())
-        row["views_top5_share"] = direction_coverage(viewing_directions(est)).top_share
+        views = direction_coverage(viewing_directions(est))
+        row.update(views_top5_share=views.top_share, views_min_moment=views.min_moment)
         if searched:
             enc = _pose_figures(encoder, truth, symmetry())[0]
             row.update({f"encoder_{k}": v for k, v in enc.items()})
