@@ -77,18 +77,26 @@ def _refine_chunk(fvol, start, shifts, target, ctf, weights, steps: int, lr: flo
     return best, best_shift
 
 
+def _search_best(fvol, targets: SearchTargets, grid, shift_grid=None):
+    """Each image's best pose ``(B, 3, 3)`` from the global search (4 kept through three local
+    levels), its misfit ``(B,)`` and its shift ``(B, 2)`` (searched over ``shift_grid``; else None):
+    the search of :func:`refine_fits` and :func:`searched_poses`."""
+    top = 4  # noisy images' best grid pose is often in another basin; shifts trade off with turns
+    found, err, shift = global_search(fvol, targets, grid, top, levels=3, shifts=shift_grid)
+    return found[:, 0], err[:, 0], None if shift is None else shift[:, 0]
+
+
 @torch.no_grad()
 def _better_of_search(fvol, start, start_shifts, targets: SearchTargets, grid, shift_grid=None):
     """Per image: ``start`` ``(B, 3, 3)`` (with ``start_shifts`` ``(B, 2)`` or None) or the global
     search's best pose (and shift, searched over ``shift_grid``), whichever fits better."""
-    top = 4  # noisy images' best grid pose is often in another basin; shifts trade off with turns
-    found, found_err, found_shift = global_search(fvol, targets, grid, top, levels=3, shifts=shift_grid)
+    found, found_err, found_shift = _search_best(fvol, targets, grid, shift_grid)
     given = None if start_shifts is None else start_shifts[:, None]
-    better = found_err[:, 0] < candidate_misfits(fvol, start[:, None], targets, given)[:, 0]
-    rot = torch.where(better[:, None, None], found[:, 0], start)
+    better = found_err < candidate_misfits(fvol, start[:, None], targets, given)[:, 0]
+    rot = torch.where(better[:, None, None], found, start)
     if found_shift is None:
         return rot, start_shifts
-    return rot, torch.where(better[:, None], found_shift[:, 0], start_shifts)
+    return rot, torch.where(better[:, None], found_shift, start_shifts)
 
 
 def refine_fits(
@@ -166,8 +174,7 @@ def searched_poses(state: TrainState, data: ParticleData, rows=None, batch_size:
         _, target, ctf, shifts = batch_targets(state, data, rows[positions], images)
         known = None if shift_grid is not None else shifts
         targets = SearchTargets.from_half_planes(target, ctf, known, weights, band)
-        found, _, _ = global_search(fvol, targets, grid, top=4, levels=3, shifts=shift_grid)
-        out[positions] = found[:, 0].cpu()
+        out[positions] = _search_best(fvol, targets, grid, shift_grid)[0].cpu()
     return out
 
 
