@@ -5,7 +5,9 @@ import yaml
 
 from cryoposenet.cli import main
 from cryoposenet.io import read_map, read_star, write_map
+from cryoposenet.runs.runner import make_config
 from cryoposenet.training.checkpoint import read_checkpoint
+from cryoposenet.training.schedule import k_max_at, lr_scale_at
 from datasets import symmetry_searched_once, write_dataset
 
 
@@ -143,3 +145,13 @@ def test_predict_gives_a_pose_per_image_and_refuses_non_runs(clean_set, tmp_path
     assert "not a cryoposenet run" in capsys.readouterr().err
     assert train(folder, "known", "--steps", "2", "--poses", "known") == 0
     assert main(["predict", str(folder / "known"), str(other / "new.star"), "-o", str(out)]) == 2
+
+
+@pytest.mark.parametrize("steps", [30, 1200, 1500, 2250, 4000, 10000])
+def test_the_band_ramps_over_1500_steps_or_two_thirds_of_a_shorter_run_before_the_rates_drop(steps):
+    # a ramp over 40 % of a 1500-step run let 4AKE chain A (seed 1) collapse; 1000 and 1500 did not
+    cfg = make_config(steps)
+    assert cfg.kmax_steps == min(1500, 2 * steps // 3)
+    drop = next(s for s in range(steps) if lr_scale_at(cfg, s) < 1)
+    assert k_max_at(cfg, 64, drop) == 32  # the whole band is learned before the rates drop
+    assert make_config(steps, "known").kmax_start is None  # known poses: the full band throughout
