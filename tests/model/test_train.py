@@ -1,9 +1,12 @@
+import dataclasses
+
 import pytest
 import torch
 
+from cryoposenet.model import PoseEncoder
 from cryoposenet.model.losses import chordal_to_deg, flip_rotations
 from cryoposenet.physics.rotations import geodesic_distance
-from cryoposenet.training.checkpoint import restore, state_payload
+from cryoposenet.training.checkpoint import load_checkpoint, restore, state_payload
 from cryoposenet.training.train import (
     ParticleData,
     TrainConfig,
@@ -145,3 +148,21 @@ def test_the_map_learns_from_the_search_and_the_encoder_is_pulled_while_the_map_
     assert _batch_loss(state, data, rows, 6.0, training=True)[4] is None
     state.step = 0
     assert _batch_loss(state, data, rows, 6.0, training=False)[4] is None  # prediction never searches
+
+
+def test_checkpoints_from_before_the_activation_choice_rebuild_a_relu_encoder(toy):
+    _, data = toy
+    state = init_state(data, TrainConfig(steps=2, heads=2))
+    assert state.config.activation == "leaky_relu"  # the recipe
+    payload = {**state_payload(state), "config": dataclasses.asdict(state.config)}
+    del payload["config"]["activation"]  # as saved before the field existed
+    old = load_checkpoint(payload, data)
+    assert old.config.activation == "relu"
+    kinds = {type(m) for m in old.encoder.modules()}
+    assert torch.nn.ReLU in kinds and torch.nn.LeakyReLU not in kinds
+    relu = PoseEncoder(data.box, heads=2, activation="relu")
+    relu.load_state_dict(payload["encoder"])
+    images = data.images[:4]
+    with torch.no_grad():  # the saved weights with the paper's units: the poses such a run predicted
+        assert torch.equal(old.encoder(images), relu(images))
+        assert not torch.allclose(state.encoder(images), relu(images))

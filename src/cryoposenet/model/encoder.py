@@ -2,9 +2,18 @@
 
 Backbone (paper, section 3): three blocks ``conv3x3 → ReLU → conv3x3 → ReLU → maxpool2`` with 32,
 64 and 128 filters, flattened, then an MLP of two 512-unit ReLU layers, then a linear pose head.
-Details the paper leaves open, fixed here: ReLU after every conv and hidden layer; optional
-BatchNorm after each conv; each image is standardised (zero mean, unit variance) before the
-first conv, so the encoder sees the same input range at every SNR.
+Details the paper leaves open, fixed here: an activation after every conv and hidden layer;
+optional BatchNorm after each conv; each image is standardised (zero mean, unit variance) before
+the first conv, so the encoder sees the same input range at every SNR.
+
+The activation is a leaky ReLU (slope 0.1 below zero) by default, the paper's ReLU on request
+(``activation="relu"``, and for checkpoints from before the choice). Regressed onto poses (the
+pull towards the searched poses, :func:`~cryoposenet.model.losses.nearest_rotation_loss`), a
+ReLU encoder can shrink its image-dependent outputs while they are still unrelated to the poses
+and its units die: in one 64-px run every hidden unit was zero for every image from step ~250
+on, the heads output constants (~47° from the poses) and no gradient reached the convolutions
+again (another batch order on the same data kept it alive). Leaky units cannot die (docs/training.md,
+"The encoder's units: leaky ReLU").
 
 With ``heads > 1`` the head outputs several rotation hypotheses per image; training keeps the one
 that explains the image best (winner-take-all, see :mod:`.losses`).
@@ -27,7 +36,7 @@ from torch import nn
 from ..physics.fourier import centre_pad
 from ..physics.rotations import params_to_matrix, pose_dim
 
-__all__ = ["PoseEncoder", "standardise"]
+__all__ = ["ACTIVATIONS", "PoseEncoder", "standardise"]
 
 
 def standardise(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -37,13 +46,26 @@ def standardise(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (images - mean) / (std + eps)
 
 
-def _block(c_in: int, c_out: int, batchnorm: bool) -> list[nn.Module]:
+ACTIVATIONS = ("leaky_relu", "relu")
+LEAKY_SLOPE = 0.1
+
+
+def activation_layer(name: str) -> nn.Module:
+    """The encoder's nonlinearity: ``leaky_relu`` (slope :data:`LEAKY_SLOPE`) or ``relu``."""
+    if name == "leaky_relu":
+        return nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+
+
+def _block(c_in: int, c_out: int, batchnorm: bool, activation: str) -> list[nn.Module]:
     layers: list[nn.Module] = []
     for c in (c_in, c_out):
         layers.append(nn.Conv2d(c, c_out, 3, padding=1))
         if batchnorm:
             layers.append(nn.BatchNorm2d(c_out))
-        layers.append(nn.ReLU(inplace=True))
+        layers.append(activation_layer(activation))
     layers.append(nn.MaxPool2d(2))
     return layers
 
@@ -52,7 +74,8 @@ class PoseEncoder(nn.Module):
     """Images ``(B, N, N)`` to rotations ``(B, heads, 3, 3)`` in the project's convention.
 
     ``rotation`` is a parameterisation of :mod:`cryoposenet.physics.rotations` (s2s2, quat,
-    euler); ``n`` the image size (any; padded to :attr:`padded` pixels, the next multiple of 8).
+    euler); ``n`` the image size (any; padded to :attr:`padded` pixels, the next multiple of 8);
+    ``activation`` one of :data:`ACTIVATIONS`.
     """
 
     def __init__(
@@ -63,6 +86,7 @@ class PoseEncoder(nn.Module):
         channels: tuple[int, ...] = (32, 64, 128),
         hidden: int = 512,
         batchnorm: bool = False,
+        activation: str = "leaky_relu",
     ):
         super().__init__()
         if n < 1:
@@ -73,25 +97,29 @@ class PoseEncoder(nn.Module):
         layers: list[nn.Module] = []
         c_in = 1
         for c in channels:
-            layers += _block(c_in, c, batchnorm)
+            layers += _block(c_in, c, batchnorm, activation)
             c_in = c
         self.features = nn.Sequential(*layers)
         flat = c_in * (self.padded // step) ** 2
         self.mlp = nn.Sequential(
             nn.Flatten(),
             nn.Linear(flat, hidden),
-            nn.ReLU(inplace=True),
+            activation_layer(activation),
             nn.Linear(hidden, hidden),
-            nn.ReLU(inplace=True),
+            activation_layer(activation),
         )
         self.head = nn.Linear(hidden, heads * pose_dim(rotation))
         self.to(memory_format=torch.channels_last)  # conv weights; ~1.25× faster fwd+bwd on CPU
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Rotations ``(B, heads, 3, 3)`` for images ``(B, N, N)``."""
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """The first conv's input ``(B, 1, P, P)``: images ``(B, N, N)`` standardised and padded."""
         x = standardise(images)
         if self.padded != self.n:
             x = centre_pad(x, self.padded, ndim=2)
-        x = self.features(x[:, None].contiguous(memory_format=torch.channels_last))
+        return x[:, None].contiguous(memory_format=torch.channels_last)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Rotations ``(B, heads, 3, 3)`` for images ``(B, N, N)``."""
+        x = self.features(self.prepare(images))
         params = self.head(self.mlp(x)).reshape(len(images), self.heads, -1)
         return params_to_matrix(self.rotation, params)

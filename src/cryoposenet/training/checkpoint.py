@@ -86,7 +86,8 @@ def load_checkpoint(
     (for poses of new images; training resumes from the trained map).
     """
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in payload["config"].items() if k in fields})
+    saved = {"activation": "relu", **payload["config"]}  # checkpoints from before the choice: ReLU
+    config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
     config = dataclasses.replace(config, device=device, **overrides)
     if (
         payload["free_params"] is not None

@@ -129,6 +129,7 @@ class TrainConfig:
     map_init: str = "uniform"
     mask_radius: float | None = None  # pixels; None: no support mask
     batchnorm: bool = False
+    activation: str = "leaky_relu"  # the encoder's; "relu": the paper's, whose units die under the pull
     seed: int = 0
     device: str = "cpu"
 
@@ -183,7 +184,9 @@ def init_state(data: ParticleData, config: TrainConfig) -> TrainState:
     encoder, free = None, None
     groups = [{"params": volume.parameters(), "lr": config.lr_map or config.lr}]
     if config.poses == "encoder":
-        encoder = PoseEncoder(n, config.rotation, config.heads, batchnorm=config.batchnorm).to(config.device)
+        encoder = PoseEncoder(
+            n, config.rotation, config.heads, batchnorm=config.batchnorm, activation=config.activation
+        ).to(config.device)
         groups.append({"params": encoder.parameters(), "lr": config.lr})
     elif config.poses == "free":
         start = matrix_to_s2s2(random_rotations(len(data), generator=gen, dtype=torch.float32))
