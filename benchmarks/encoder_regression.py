@@ -29,6 +29,7 @@ from cryoposenet.io.particles import load_particles
 from cryoposenet.model import PoseEncoder
 from cryoposenet.model.losses import chordal_to_deg, nearest_rotation_loss
 from cryoposenet.training.inputs import particle_data
+from cryoposenet.training.train import eval_mode
 
 
 def load(star: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,12 +48,10 @@ def live_units(enc: PoseEncoder, images: torch.Tensor) -> float:
 
 
 def report(enc: PoseEncoder, images: torch.Tensor, rots: torch.Tensor) -> str:
-    enc.eval()
-    with torch.no_grad():
+    with eval_mode(enc), torch.no_grad():
         heads = enc(images)
         err = chordal_to_deg(nearest_rotation_loss(heads, rots))
         spread = heads.reshape(len(heads), -1).std(dim=0).mean().item()
-    enc.train()
     return f"{err.mean():6.1f} | {err.median():6.1f} | {spread:.3f} | {live_units(enc, images):.0%}"
 
 
@@ -88,9 +87,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     train, heldout = load(a.train), load(a.heldout)
-    heldout = (heldout[0][:256], heldout[1][:256])
-    scale = 1.0 / train[0].std()  # as training scales the data (the encoder standardises each image)
-    train, heldout = (train[0] * scale, train[1]), (heldout[0] * scale, heldout[1])
+    heldout = (heldout[0][:256], heldout[1][:256])  # no global scaling: the encoder standardises each image
     print("| activation | step | held-out mean ° | median ° | output spread | live units | s |")
     print("|---|---|---|---|---|---|---|")
     for act in a.activations:

@@ -129,7 +129,7 @@ class TrainConfig:
     map_init: str = "uniform"
     mask_radius: float | None = None  # pixels; None: no support mask
     batchnorm: bool = False
-    activation: str = "leaky_relu"  # the encoder's; "relu": the paper's, whose units die under the pull
+    activation: str = "leaky_relu"  # the encoder's; "relu": the paper's, whose units can die under the pull
     seed: int = 0
     device: str = "cpu"
 
