@@ -26,12 +26,13 @@ from cryoposenet.analysis.metrics import align_rotations, apply_alignment
 from cryoposenet.io.particles import load_particles
 from cryoposenet.io.star import read_star
 from cryoposenet.model.losses import band_weights
+from cryoposenet.model.modes import eval_mode
 from cryoposenet.physics.rotations import axis_angle_to_matrix, relion_angles_to_matrix
 from cryoposenet.runs.runner import particle_data, predict_settings
 from cryoposenet.training.checkpoint import load_checkpoint, read_checkpoint
 from cryoposenet.training.pose_average import band_coefficients, cube_misfits, likelihood_weights
 from cryoposenet.training.pose_search import SearchTargets
-from cryoposenet.training.train import batch_targets, eval_mode
+from cryoposenet.training.train import batch_targets
 
 
 def _misfits(state, data, start, spacing, steps, chunk=16):

@@ -133,8 +133,11 @@ def test_the_map_learns_from_the_search_and_the_encoder_is_pulled_while_the_map_
     with torch.no_grad():
         state.volume.data.copy_(vol * state.scale)  # the true map: the search finds the true poses
     rows = torch.arange(8)
-    loss, per_image, winner, rots, pull, _ = _batch_loss(state, data, rows, 6.0, training=True)
+    fit = _batch_loss(state, data, rows, 6.0, training=True)
+    loss, winner, rots, pull = fit.loss, fit.winner, fit.hypotheses, fit.pull
     assert winner is None and rots.shape[1] == 2 and pull.shape == (8,)
+    # the encoder's length penalty rides along while training, never when predicting
+    assert fit.penalty.shape == (8,) and _batch_loss(state, data, rows, 6.0).penalty is None
     (loss + pull.mean()).backward()
     assert state.volume.data.grad.abs().sum() > 0 and state.encoder.head.weight.grad.abs().sum() > 0
     # on the true map the searched pose is the truth, so the pull is the heads' distance to it
@@ -150,14 +153,15 @@ def test_the_map_learns_from_the_search_and_the_encoder_is_pulled_while_the_map_
     assert _batch_loss(state, data, rows, 6.0, training=False)[4] is None  # prediction never searches
 
 
-def test_checkpoints_from_before_the_activation_choice_rebuild_a_relu_encoder(toy):
+def test_checkpoints_from_before_the_activation_choice_rebuild_a_relu_encoder_without_penalty(toy):
     _, data = toy
     state = init_state(data, TrainConfig(steps=2, heads=2))
     assert state.config.activation == "leaky_relu"  # the recipe
     payload = {**state_payload(state), "config": dataclasses.asdict(state.config)}
-    del payload["config"]["activation"]  # as saved before the field existed
+    del payload["config"]["activation"]  # as saved before the fields existed
+    del payload["config"]["length_penalty"]
     old = load_checkpoint(payload, data)
-    assert old.config.activation == "relu"
+    assert old.config.activation == "relu" and old.config.length_penalty == 0.0
     kinds = {type(m) for m in old.encoder.modules()}
     assert torch.nn.ReLU in kinds and torch.nn.LeakyReLU not in kinds
     relu = PoseEncoder(data.box, heads=2, activation="relu")

@@ -15,6 +15,20 @@ on, the heads output constants (~47° from the poses) and no gradient reached th
 again (another batch order on the same data kept it alive). Leaky units cannot die (docs/training.md,
 "The encoder's units: leaky ReLU").
 
+Initialisation: every conv and hidden layer He-normal for its activation (fan-in, zero bias), so
+an image's variation reaches the head at its own scale; the head keeps PyTorch's default. With
+PyTorch's default (uniform, gain 1/√3, random biases) every layer shrinks the image-dependent part
+of its input while the biases add a constant: at init the paper's network at 64 px gave every image
+the same output to 0.1 % (hidden units' spread across images 2e-4 against ~1), a constant that
+the pull onto poses only refined (docs/training.md, "The encoder's initialisation and scale").
+
+The ``s2s2`` head is scale-invariant (Gram–Schmidt divides by the vectors' lengths): Adam lets
+those lengths grow without bound (from ~4 to ~900 in 400 steps in a regression onto 2cay_A's
+poses), and with them every image-dependent change shrinks to nothing. ``forward(...,
+with_penalty=True)`` also returns each image's :func:`length_penalty`, which training adds to
+its objective; it is orthogonal to the rotation's gradient, so it holds the lengths near 1
+without pulling the poses.
+
 With ``heads > 1`` the head outputs several rotation hypotheses per image; training keeps the one
 that explains the image best (winner-take-all, see :mod:`.losses`).
 
@@ -36,7 +50,7 @@ from torch import nn
 from ..physics.fourier import centre_pad
 from ..physics.rotations import params_to_matrix, pose_dim
 
-__all__ = ["ACTIVATIONS", "PoseEncoder", "standardise"]
+__all__ = ["ACTIVATIONS", "PoseEncoder", "length_penalty", "standardise"]
 
 
 def standardise(images: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -57,6 +71,22 @@ def activation_layer(name: str) -> nn.Module:
     if name == "relu":
         return nn.ReLU(inplace=True)
     raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+
+
+def length_penalty(rotation: str, params: torch.Tensor) -> torch.Tensor:
+    """Per-image ``(B,)`` mean over heads of ``Σ (|v| − 1)²`` over the 3-vectors of s2s2 outputs
+    ``(B, H, 6)``; zero for parameterisations that are not scale-invariant (euler, quat's exp-map)."""
+    if rotation != "s2s2":
+        return params.new_zeros(len(params))
+    lengths = params.unflatten(-1, (2, 3)).norm(dim=-1)
+    return (lengths - 1).square().sum(-1).mean(-1)
+
+
+def _he_init(module: nn.Module, activation: str) -> None:
+    """He-normal weights (fan-in, the activation's gain) and zero biases for a conv or linear layer."""
+    slope = LEAKY_SLOPE if activation == "leaky_relu" else 0.0
+    nn.init.kaiming_normal_(module.weight, a=slope, nonlinearity="leaky_relu")
+    nn.init.zeros_(module.bias)
 
 
 def _block(c_in: int, c_out: int, batchnorm: bool, activation: str) -> list[nn.Module]:
@@ -108,6 +138,9 @@ class PoseEncoder(nn.Module):
             nn.Linear(hidden, hidden),
             activation_layer(activation),
         )
+        for m in [*self.features, *self.mlp]:
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                _he_init(m, activation)
         self.head = nn.Linear(hidden, heads * pose_dim(rotation))
         self.to(memory_format=torch.channels_last)  # conv weights; ~1.25× faster fwd+bwd on CPU
 
@@ -118,8 +151,10 @@ class PoseEncoder(nn.Module):
             x = centre_pad(x, self.padded, ndim=2)
         return x[:, None].contiguous(memory_format=torch.channels_last)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Rotations ``(B, heads, 3, 3)`` for images ``(B, N, N)``."""
+    def forward(self, images: torch.Tensor, with_penalty: bool = False):
+        """Rotations ``(B, heads, 3, 3)`` for images ``(B, N, N)``; with ``with_penalty`` also
+        each image's :func:`length_penalty` ``(B,)``."""
         x = self.features(self.prepare(images))
         params = self.head(self.mlp(x)).reshape(len(images), self.heads, -1)
-        return params_to_matrix(self.rotation, params)
+        rotations = params_to_matrix(self.rotation, params)
+        return (rotations, length_penalty(self.rotation, params)) if with_penalty else rotations

@@ -38,9 +38,10 @@ import torch
 
 from ..analysis.reconstruct import backproject
 from ..model.losses import band_weights
+from ..model.modes import eval_mode
 from ..training.data import read_chunks
 from ..training.refine import slice_misfits
-from ..training.train import ParticleData, TrainState, batch_targets, eval_mode
+from ..training.train import ParticleData, TrainState, batch_targets
 
 __all__ = ["final_map", "holding_map", "misfit", "WIENER", "MISFIT_IMAGES"]
 

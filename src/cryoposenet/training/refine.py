@@ -27,13 +27,14 @@ import math
 import torch
 
 from ..model.losses import band_weights, candidate_spectra, wta_loss
+from ..model.modes import eval_mode
 from ..physics.projection import slice_volume
 from ..physics.rotations import axis_angle_to_matrix
 from .data import read_chunks
 from .pose_average import posterior_mean_rotations
 from .pose_search import SearchTargets, cached_grid, candidate_misfits, global_search
 from .shift_search import shift_search_grid
-from .train import ParticleData, TrainState, batch_targets, eval_mode
+from .train import ParticleData, TrainState, batch_targets
 
 __all__ = ["refine_poses", "refine_fits", "searched_poses", "slice_misfits", "REFINE_STEPS", "REFINE_LR"]
 

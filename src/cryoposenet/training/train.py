@@ -21,8 +21,7 @@ the poses, :mod:`cryoposenet.training.shift_search`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -39,6 +38,7 @@ from ..model.losses import (
     octahedral_group,
     wta_loss,
 )
+from ..model.modes import eval_mode
 from ..model.volume import LearnableVolume, initial_amplitude
 from ..physics.ctf import ctf_half_plane
 from ..physics.fourier import image_to_fourier, shift_phase
@@ -130,6 +130,7 @@ class TrainConfig:
     mask_radius: float | None = None  # pixels; None: no support mask
     batchnorm: bool = False
     activation: str = "leaky_relu"  # the encoder's; "relu": the paper's, whose units can die under the pull
+    length_penalty: float = 1.0  # weight of the encoder's s2s2 length penalty (0: none, as before it)
     seed: int = 0
     device: str = "cpu"
 
@@ -211,14 +212,16 @@ def _modules(state: TrainState, training: bool):
     return state.volume, state.encoder
 
 
-def _hypotheses(state: TrainState, data: ParticleData, idx, images, encoder) -> torch.Tensor:
-    """Pose hypotheses ``(B, H, 3, 3)`` for the images ``idx`` ``(B,)`` (``images`` scaled, on device)."""
-    dev = state.config.device
+def _hypotheses(state: TrainState, data: ParticleData, idx, images, encoder, training: bool):
+    """Pose hypotheses ``(B, H, 3, 3)`` for the images ``idx`` ``(B,)`` (``images`` scaled, on device)
+    and, when training the encoder, its weighted length penalty ``(B,)`` (else None)."""
+    dev, weight = state.config.device, state.config.length_penalty
     if encoder is not None:
-        return encoder(images)
+        rots, penalty = encoder(images, with_penalty=True)
+        return rots, weight * penalty if training and weight else None
     if state.free_params is not None:
-        return s2s2_to_matrix(state.free_params[idx.to(dev)])[:, None]
-    return data.rotations[idx].to(dev, torch.float32)[:, None]
+        return s2s2_to_matrix(state.free_params[idx.to(dev)])[:, None], None
+    return data.rotations[idx].to(dev, torch.float32)[:, None], None
 
 
 def batch_targets(state: TrainState, data: ParticleData, idx, images=None):
@@ -239,7 +242,8 @@ class BatchFit(NamedTuple):
     """What :func:`_batch_loss` returns for images ``idx`` ``(B,)``: the mean ``loss``, ``per_image``
     ``(B,)``, the WTA ``winner`` ``(B,)`` (None while searching), the encoder's ``hypotheses``
     ``(B, H, 3, 3)``, ``pull`` ``(B,)`` towards the searched poses (training while searching, else
-    None) and each candidate's searched shift ``shifts`` ``(B, C, 2)`` (None unless searched)."""
+    None), each candidate's searched shift ``shifts`` ``(B, C, 2)`` (None unless searched) and the
+    encoder's length ``penalty`` ``(B,)`` (training only, else None)."""
 
     loss: torch.Tensor
     per_image: torch.Tensor
@@ -247,6 +251,7 @@ class BatchFit(NamedTuple):
     hypotheses: torch.Tensor
     pull: torch.Tensor | None
     shifts: torch.Tensor | None
+    penalty: torch.Tensor | None = None
 
 
 def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images=None, training=False):
@@ -256,7 +261,7 @@ def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images
     images, target, ctf, shifts = batch_targets(state, data, idx, images)
     volume, encoder = _modules(state, training)
     fvol = volume()
-    rots = _hypotheses(state, data, idx, images, encoder)
+    rots, penalty = _hypotheses(state, data, idx, images, encoder, training)
     grid = shift_search_grid(cfg, data, dev)
     if cfg.pose_grid and cfg.poses != "known":
         rots = expand_hypotheses(rots, octahedral_group(rots.dtype, rots.device))
@@ -267,7 +272,7 @@ def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images
             shift_grid_px=grid, **bands,
         )  # fmt: skip
         pull = cfg.search_weight * nearest_rotation_loss(rots, found)
-        return BatchFit(per_image.mean(), per_image, None, rots, pull, None)
+        return BatchFit(per_image.mean(), per_image, None, rots, pull, None, penalty)
     b, h = rots.shape[:2]
     slices = slice_volume(fvol, rots.reshape(b * h, 3, 3), radius=k_max).reshape(b, h, n, n // 2 + 1)
     symmetric = cfg.symmetric and cfg.poses != "known"
@@ -277,7 +282,7 @@ def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images
     if found is not None:
         cands = cands * shift_phase(found, n)
     loss, per_image, winner = wta_loss(target, cands, weights)
-    return BatchFit(loss, per_image, winner, rots, None, found)
+    return BatchFit(loss, per_image, winner, rots, None, found, penalty)
 
 
 def _pick(rots: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
@@ -286,20 +291,6 @@ def _pick(rots: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
     head = winner % h
     chosen = rots[torch.arange(len(rots), device=rots.device), head]
     return torch.where((winner >= h)[:, None, None], flip_rotations(chosen), chosen)
-
-
-@contextmanager
-def eval_mode(*modules: torch.nn.Module | None) -> Iterator[None]:
-    """The modules (None skipped) in eval mode inside the block, back to their own mode after it."""
-    present = [m for m in modules if m is not None]
-    was_training = [m.training for m in present]
-    for m in present:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, t in zip(present, was_training, strict=True):
-            m.train(t)
 
 
 @torch.no_grad()
@@ -347,8 +338,9 @@ def _step(state: TrainState, data: ParticleData, images: torch.Tensor | None = N
     idx = _local_rows(state, len(data), state.step)
     k_max = k_max_at(cfg, data.box, state.step)
     t0 = time.perf_counter()
-    loss, per_image, _, _, pull, _ = _batch_loss(state, data, idx, k_max, images, training=True)
-    objective = per_image if pull is None else per_image + pull
+    fit = _batch_loss(state, data, idx, k_max, images, training=True)
+    per_image, pull = fit.per_image, fit.pull
+    objective = sum((t for t in (pull, fit.penalty) if t is not None), per_image)
     loss = objective.mean() if par is None else objective.sum() * (par.world / cfg.batch_size)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
