@@ -160,8 +160,10 @@ def test_checkpoints_from_before_the_activation_choice_rebuild_a_relu_encoder_wi
     payload = {**state_payload(state), "config": dataclasses.asdict(state.config)}
     del payload["config"]["activation"]  # as saved before the fields existed
     del payload["config"]["length_penalty"]
+    del payload["config"]["encoder_turns"]
     old = load_checkpoint(payload, data)
     assert old.config.activation == "relu" and old.config.length_penalty == 0.0
+    assert not old.config.encoder_turns  # resumed, such a run goes on without quarter turns
     kinds = {type(m) for m in old.encoder.modules()}
     assert torch.nn.ReLU in kinds and torch.nn.LeakyReLU not in kinds
     relu = PoseEncoder(data.box, heads=2, activation="relu")

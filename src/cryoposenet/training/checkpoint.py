@@ -86,8 +86,8 @@ def load_checkpoint(
     (for poses of new images; training resumes from the trained map).
     """
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    # checkpoints from before these fields: the paper's ReLU, no length penalty
-    saved = {"activation": "relu", "length_penalty": 0.0, **payload["config"]}
+    # checkpoints from before these fields: the paper's ReLU, no length penalty, no quarter turns
+    saved = {"activation": "relu", "length_penalty": 0.0, "encoder_turns": False, **payload["config"]}
     config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
     config = dataclasses.replace(config, device=device, **overrides)
     if (

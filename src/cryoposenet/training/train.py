@@ -44,6 +44,7 @@ from ..physics.ctf import ctf_half_plane
 from ..physics.fourier import image_to_fourier, shift_phase
 from ..physics.projection import slice_volume
 from ..physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
+from .augment import draw_turns, turned_hypotheses
 from .data import Prefetcher, read_batch, read_chunks, sample_images
 from .distributed import DataParallel, split_pose_rows
 from .pose_search import marginal_misfit
@@ -131,6 +132,7 @@ class TrainConfig:
     batchnorm: bool = False
     activation: str = "leaky_relu"  # the encoder's; "relu": the paper's, whose units can die under the pull
     length_penalty: float = 1.0  # weight of the encoder's s2s2 length penalty (0: none, as before it)
+    encoder_turns: bool = True  # show the encoder each training image at a random quarter turn
     seed: int = 0
     device: str = "cpu"
 
@@ -217,7 +219,11 @@ def _hypotheses(state: TrainState, data: ParticleData, idx, images, encoder, tra
     and, when training the encoder, its weighted length penalty ``(B,)`` (else None)."""
     dev, weight = state.config.device, state.config.length_penalty
     if encoder is not None:
-        rots, penalty = encoder(images, with_penalty=True)
+        if training and state.config.encoder_turns:
+            turns = draw_turns(idx, state.config.seed, state.step)
+            rots, penalty = turned_hypotheses(encoder, images, turns)
+        else:
+            rots, penalty = encoder(images, with_penalty=True)
         return rots, weight * penalty if training and weight else None
     if state.free_params is not None:
         return s2s2_to_matrix(state.free_params[idx.to(dev)])[:, None], None
