@@ -7,16 +7,21 @@ objective is the pull of its nearest head onto each image's searched pose
 that regression: a fresh :class:`~cryoposenet.model.PoseEncoder` pulled onto the *true* poses of
 ``train.star`` (the searched poses of a converged run are within a few degrees of them), Adam,
 batch 32, for each ``--activations`` × ``--inits`` (``he``: the encoder's; ``torch``: PyTorch's
-default, as before session 13) × ``--length-penalty``. Every ``--every`` steps it prints, on the first 256
-held-out images: the nearest head's error (mean / median, degrees, the in-plane flip counted
-as the same pose, as the pull counts it), the spread of the heads' outputs across images (0:
-one rotation for every image) and the share of the MLP's hidden units that are above zero for
-some image (the units still alive).
+default, as before session 13) × ``--length-penalty`` × ``--turns`` (``on``: each image shown at
+a random quarter turn, :mod:`cryoposenet.training.augment`, as training does since session 14).
+Every ``--every`` steps it prints the nearest head's error (mean / median, degrees, the in-plane
+flip counted as the same pose, as the pull counts it) on the first 256 training images and on
+the first 256 held-out images (their gap: images learnt by heart), the spread of the heads'
+outputs across images (0: one rotation for every image) and the share of the MLP's hidden units
+that are above zero for some image (the units still alive).
 
     python benchmarks/encoder_regression.py SIM/train.star SIM/heldout.star --steps 600
     # the two fixes of session 13, alone and together (docs/training.md)
     python benchmarks/encoder_regression.py SIM/train.star SIM/heldout.star --activations leaky_relu \
-        --inits torch he --length-penalty 0 1
+        --inits torch he --length-penalty 0 1 --turns off
+    # quarter turns (session 14)
+    python benchmarks/encoder_regression.py SIM/train.star SIM/heldout.star --activations leaky_relu \
+        --turns off on --steps 2000
 
 A dead encoder shows an output spread of 0 and an error stuck at ~47°, the best that 16 fixed
 rotations (8 heads, each flipped) can do; ReLU units (the paper's) died so in one such
@@ -26,6 +31,7 @@ regression, not in another batch order (docs/training.md, "The encoder's units: 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import torch
@@ -34,6 +40,7 @@ from cryoposenet.io.particles import load_particles
 from cryoposenet.model import PoseEncoder
 from cryoposenet.model.losses import chordal_to_deg, nearest_rotation_loss
 from cryoposenet.model.modes import eval_mode
+from cryoposenet.training.augment import draw_turns, turned_hypotheses
 from cryoposenet.training.inputs import particle_data
 
 
@@ -52,12 +59,23 @@ def live_units(enc: PoseEncoder, images: torch.Tensor) -> float:
     return (hidden > 0).any(dim=0).float().mean().item()
 
 
-def report(enc: PoseEncoder, images: torch.Tensor, rots: torch.Tensor) -> str:
+def nearest_error(enc: PoseEncoder, images: torch.Tensor, rots: torch.Tensor) -> torch.Tensor:
+    """The nearest head's error (degrees) ``(M,)`` on ``images`` shown as they are."""
     with eval_mode(enc), torch.no_grad():
-        heads = enc(images)
-        err = chordal_to_deg(nearest_rotation_loss(heads, rots))
-        spread = heads.reshape(len(heads), -1).std(dim=0).mean().item()
-    return f"{err.mean():6.1f} | {err.median():6.1f} | {spread:.3f} | {live_units(enc, images):.0%}"
+        return chordal_to_deg(nearest_rotation_loss(enc(images), rots))
+
+
+def report(enc: PoseEncoder, train, heldout) -> str:
+    """Table cells: training-image error, held-out error (mean / median), spread, live units."""
+    (x, r), (xh, rh) = train, heldout
+    seen, err = nearest_error(enc, x[: len(xh)], r[: len(xh)]), nearest_error(enc, xh, rh)
+    with eval_mode(enc), torch.no_grad():
+        heads = enc(xh)
+    spread = heads.reshape(len(heads), -1).std(dim=0).mean().item()
+    return (
+        f"{seen.mean():6.1f} / {seen.median():6.1f} | {err.mean():6.1f} / {err.median():6.1f} | "
+        f"{spread:.3f} | {live_units(enc, xh):.0%}"
+    )
 
 
 def fresh_encoder(n: int, heads: int, act: str, init: str) -> PoseEncoder:
@@ -70,24 +88,28 @@ def fresh_encoder(n: int, heads: int, act: str, init: str) -> PoseEncoder:
     return enc
 
 
-def regress(act: str, init: str, penalty: float, a, train, heldout) -> None:
-    (x, r), (xh, rh) = train, heldout
+def regress(act: str, init: str, penalty: float, turns: str, a, train, heldout) -> None:
+    x, r = train
     torch.manual_seed(a.seed)
     enc = fresh_encoder(x.shape[-1], a.heads, act, init)
     opt = torch.optim.Adam(enc.parameters(), lr=a.lr)
     gen = torch.Generator().manual_seed(a.seed)
     t0 = time.perf_counter()
-    name = f"{act}, {init} init, penalty {penalty:g}"
-    print(f"| {name} | 0 | {report(enc, xh, rh)} | 0 |", flush=True)
+    name = f"{act}, {init} init, penalty {penalty:g}, turns {turns}"
+    print(f"| {name} | 0 | {report(enc, train, heldout)} | 0 |", flush=True)
     for step in range(1, a.steps + 1):
         idx = torch.randint(len(x), (a.batch,), generator=gen)
-        rots, lengths = enc(x[idx], with_penalty=True)
+        if turns == "on":  # as training does (TrainConfig.encoder_turns)
+            rots, lengths = turned_hypotheses(enc, x[idx], draw_turns(idx, a.seed, step))
+        else:
+            rots, lengths = enc(x[idx], with_penalty=True)
         loss = (nearest_rotation_loss(rots, r[idx]) + penalty * lengths).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % a.every == 0:
-            print(f"| {name} | {step} | {report(enc, xh, rh)} | {time.perf_counter() - t0:.0f} |", flush=True)
+            cells = report(enc, train, heldout)
+            print(f"| {name} | {step} | {cells} | {time.perf_counter() - t0:.0f} |", flush=True)
 
 
 def main(argv=None) -> None:
@@ -97,6 +119,7 @@ def main(argv=None) -> None:
     p.add_argument("--activations", nargs="+", default=["relu", "leaky_relu"])
     p.add_argument("--inits", nargs="+", default=["he"], choices=["he", "torch"])
     p.add_argument("--length-penalty", nargs="+", type=float, default=[1.0], help="the recipe's: 1")
+    p.add_argument("--turns", nargs="+", default=["on"], choices=["on", "off"], help="recipe: on")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--heads", type=int, default=8)
@@ -107,12 +130,10 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     train, heldout = load(a.train), load(a.heldout)
     heldout = (heldout[0][:256], heldout[1][:256])  # no global scaling: the encoder standardises each image
-    print("| encoder | step | held-out mean ° | median ° | output spread | live units | s |")
+    print("| encoder | step | training mean / median ° | held-out mean / median ° | spread | live | s |")
     print("|---|---|---|---|---|---|---|")
-    for act in a.activations:
-        for init in a.inits:
-            for penalty in a.length_penalty:
-                regress(act, init, penalty, a, train, heldout)
+    for act, init, penalty, turns in itertools.product(a.activations, a.inits, a.length_penalty, a.turns):
+        regress(act, init, penalty, turns, a, train, heldout)
 
 
 if __name__ == "__main__":
