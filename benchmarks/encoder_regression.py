@@ -8,7 +8,10 @@ that regression: a fresh :class:`~cryoposenet.model.PoseEncoder` pulled onto the
 ``train.star`` (the searched poses of a converged run are within a few degrees of them), Adam,
 batch 32, for each ``--activations`` × ``--inits`` (``he``: the encoder's; ``torch``: PyTorch's
 default, as before session 13) × ``--length-penalty`` × ``--turns`` (``on``: each image shown at
-a random quarter turn, :mod:`cryoposenet.training.augment`, as training does since session 14).
+a random quarter turn, :mod:`cryoposenet.training.augment`, as training does since session 14)
+× ``--extra-noise`` (fresh Gaussian noise added to each batch at that factor times each image's
+own background σ, measured outside 0.45 of the box: 1 doubles the noise variance; meant for
+noisy images, whose background is noise).
 Every ``--every`` steps it prints the nearest head's error (mean / median, degrees, the in-plane
 flip counted as the same pose, as the pull counts it) on the first 256 training images and on
 the first 256 held-out images (their gap: images learnt by heart), the spread of the heads'
@@ -22,6 +25,9 @@ that are above zero for some image (the units still alive).
     # quarter turns (session 14)
     python benchmarks/encoder_regression.py SIM/train.star SIM/heldout.star --activations leaky_relu \
         --turns off on --steps 2000
+    # fresh noise each step: do images that never repeat exactly close the held-out gap?
+    python benchmarks/encoder_regression.py SIM/train.star SIM/heldout.star --activations leaky_relu \
+        --extra-noise 0 1 --steps 1500 --every 250
 
 A dead encoder shows an output spread of 0 and an error stuck at ~47°, the best that 16 fixed
 rotations (8 heads, each flipped) can do; ReLU units (the paper's) died so in one such
@@ -50,6 +56,14 @@ def load(star: str) -> tuple[torch.Tensor, torch.Tensor]:
     if data.rotations is None:
         raise SystemExit(f"{star}: no rlnAngleRot/Tilt/Psi to regress onto")
     return data.images[torch.arange(len(data))].float(), data.rotations.float()
+
+
+def background_sigma(images: torch.Tensor, radius: float = 0.45) -> torch.Tensor:
+    """Per-image standard deviation ``(M,)`` of the pixels farther than ``radius``·N from the centre."""
+    n = images.shape[-1]
+    c = torch.arange(n, dtype=torch.float32) - n // 2
+    outside = (c[:, None] ** 2 + c[None, :] ** 2).sqrt() > radius * n
+    return images[:, outside].std(dim=1)
 
 
 def live_units(enc: PoseEncoder, images: torch.Tensor) -> float:
@@ -88,21 +102,25 @@ def fresh_encoder(n: int, heads: int, act: str, init: str) -> PoseEncoder:
     return enc
 
 
-def regress(act: str, init: str, penalty: float, turns: str, a, train, heldout) -> None:
+def regress(act: str, init: str, penalty: float, turns: str, noise: float, a, train, heldout) -> None:
     x, r = train
+    sigma = background_sigma(x)
     torch.manual_seed(a.seed)
     enc = fresh_encoder(x.shape[-1], a.heads, act, init)
     opt = torch.optim.Adam(enc.parameters(), lr=a.lr)
     gen = torch.Generator().manual_seed(a.seed)
     t0 = time.perf_counter()
-    name = f"{act}, {init} init, penalty {penalty:g}, turns {turns}"
+    name = f"{act}, {init} init, penalty {penalty:g}, turns {turns}, noise {noise:g}"
     print(f"| {name} | 0 | {report(enc, train, heldout)} | 0 |", flush=True)
     for step in range(1, a.steps + 1):
         idx = torch.randint(len(x), (a.batch,), generator=gen)
+        batch = x[idx]
+        if noise > 0:
+            batch = batch + noise * sigma[idx, None, None] * torch.randn(batch.shape, generator=gen)
         if turns == "on":  # as training does (TrainConfig.encoder_turns)
-            rots, lengths = turned_hypotheses(enc, x[idx], draw_turns(idx, a.seed, step))
+            rots, lengths = turned_hypotheses(enc, batch, draw_turns(idx, a.seed, step))
         else:
-            rots, lengths = enc(x[idx], with_penalty=True)
+            rots, lengths = enc(batch, with_penalty=True)
         loss = (nearest_rotation_loss(rots, r[idx]) + penalty * lengths).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -120,6 +138,7 @@ def main(argv=None) -> None:
     p.add_argument("--inits", nargs="+", default=["he"], choices=["he", "torch"])
     p.add_argument("--length-penalty", nargs="+", type=float, default=[1.0], help="the recipe's: 1")
     p.add_argument("--turns", nargs="+", default=["on"], choices=["on", "off"], help="recipe: on")
+    p.add_argument("--extra-noise", nargs="+", type=float, default=[0.0], help="× background σ; 0: none")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--heads", type=int, default=8)
@@ -132,8 +151,9 @@ def main(argv=None) -> None:
     heldout = (heldout[0][:256], heldout[1][:256])  # no global scaling: the encoder standardises each image
     print("| encoder | step | training mean / median ° | held-out mean / median ° | spread | live | s |")
     print("|---|---|---|---|---|---|---|")
-    for act, init, penalty, turns in itertools.product(a.activations, a.inits, a.length_penalty, a.turns):
-        regress(act, init, penalty, turns, a, train, heldout)
+    grid = itertools.product(a.activations, a.inits, a.length_penalty, a.turns, a.extra_noise)
+    for act, init, penalty, turns, noise in grid:
+        regress(act, init, penalty, turns, noise, a, train, heldout)
 
 
 if __name__ == "__main__":
