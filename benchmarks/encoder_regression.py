@@ -11,7 +11,10 @@ default, as before session 13) × ``--length-penalty`` × ``--turns`` (``on``: e
 a random quarter turn, :mod:`cryoposenet.training.augment`, as training does since session 14)
 × ``--extra-noise`` (fresh Gaussian noise added to each batch at that factor times each image's
 own background σ, measured outside 0.45 of the box: 1 doubles the noise variance; meant for
-noisy images, whose background is noise).
+noisy images, whose background is noise) × ``--sources`` (``images``: the training images;
+``projections``: never the same image twice, projections of ``--map`` at rotations uniform on
+SO(3) with fresh Gaussian noise at the images' background σ, scaled to their variance; turns
+and extra noise do not apply: does unlimited data from a map close the gap on real images?).
 Every ``--every`` steps it prints the nearest head's error (mean / median, degrees, the in-plane
 flip counted as the same pose, as the pull counts it) on the first 256 training images and on
 the first 256 held-out images (their gap: images learnt by heart), the spread of the heads'
@@ -28,6 +31,9 @@ that are above zero for some image (the units still alive).
     # fresh noise each step: do images that never repeat exactly close the held-out gap?
     python benchmarks/encoder_regression.py SIM/train.star SIM/heldout.star --activations leaky_relu \
         --extra-noise 0 1 --steps 1500 --every 250
+    # trained on the map's projections only, scored on the images
+    python benchmarks/encoder_regression.py SIM/train.star SIM/heldout.star --activations leaky_relu \
+        --sources projections --map SIM/map.mrc --steps 1500 --every 250
 
 A dead encoder shows an output spread of 0 and an error stuck at ~47°, the best that 16 fixed
 rotations (8 heads, each flipped) can do; ReLU units (the paper's) died so in one such
@@ -38,14 +44,19 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import time
 
 import torch
 
+from cryoposenet.io.mrc import read_map
 from cryoposenet.io.particles import load_particles
 from cryoposenet.model import PoseEncoder
 from cryoposenet.model.losses import chordal_to_deg, nearest_rotation_loss
 from cryoposenet.model.modes import eval_mode
+from cryoposenet.physics.fourier import fourier_to_image
+from cryoposenet.physics.projection import slice_volume, volume_to_fourier
+from cryoposenet.physics.rotations import random_rotations
 from cryoposenet.training.augment import draw_turns, turned_hypotheses
 from cryoposenet.training.inputs import particle_data
 
@@ -64,6 +75,31 @@ def background_sigma(images: torch.Tensor, radius: float = 0.45) -> torch.Tensor
     c = torch.arange(n, dtype=torch.float32) - n // 2
     outside = (c[:, None] ** 2 + c[None, :] ** 2).sqrt() > radius * n
     return images[:, outside].std(dim=1)
+
+
+class Projections:
+    """Noisy projections of a map at uniform random rotations, matched to a stack of images.
+
+    The noise σ is the images' mean background σ; the projections are scaled so that their
+    variance plus σ² is the images' variance (the simulation's SNR).
+    """
+
+    def __init__(self, map_path: str, images: torch.Tensor, gen: torch.Generator) -> None:
+        self.fvol = volume_to_fourier(torch.from_numpy(read_map(map_path)[0]).float())
+        self.sigma = background_sigma(images).mean().item()
+        self.scale = 1.0
+        signal_var = max(images.var().item() - self.sigma**2, 0.0)
+        self.scale = math.sqrt(signal_var / self.clean(512, gen)[0].var().item())
+
+    def clean(self, b: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projections ``(b, N, N)`` at rotations ``(b, 3, 3)`` drawn from ``gen``, no noise."""
+        rots = random_rotations(b, gen).float()
+        return self.scale * fourier_to_image(slice_volume(self.fvol, rots), self.fvol.n), rots
+
+    def draw(self, b: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A noisy batch ``(b, N, N)`` and its rotations ``(b, 3, 3)``."""
+        images, rots = self.clean(b, gen)
+        return images + self.sigma * torch.randn(images.shape, generator=gen), rots
 
 
 def live_units(enc: PoseEncoder, images: torch.Tensor) -> float:
@@ -102,26 +138,39 @@ def fresh_encoder(n: int, heads: int, act: str, init: str) -> PoseEncoder:
     return enc
 
 
-def regress(act: str, init: str, penalty: float, turns: str, noise: float, a, train, heldout) -> None:
+def batch_outputs(enc, x, r, sigma, step: int, turns: str, noise: float, projections, a, gen):
+    """The encoder's hypotheses and length penalties on one batch, and the batch's true rotations.
+
+    ``sigma`` ``(M,)``: each image's background σ, for ``noise`` > 0.
+    """
+    if projections is not None:
+        batch, target = projections.draw(a.batch, gen)
+        return (*enc(batch, with_penalty=True), target)
+    idx = torch.randint(len(x), (a.batch,), generator=gen)
+    batch = x[idx]
+    if noise > 0:
+        batch = batch + noise * sigma[idx, None, None] * torch.randn(batch.shape, generator=gen)
+    if turns == "on":  # as training does (TrainConfig.encoder_turns)
+        return (*turned_hypotheses(enc, batch, draw_turns(idx, a.seed, step)), r[idx])
+    return (*enc(batch, with_penalty=True), r[idx])
+
+
+def regress(act: str, init: str, penalty: float, turns: str, noise: float, source: str, a, train, heldout):
     x, r = train
-    sigma = background_sigma(x)
+    sigma = background_sigma(x) if noise > 0 else None
     torch.manual_seed(a.seed)
     enc = fresh_encoder(x.shape[-1], a.heads, act, init)
     opt = torch.optim.Adam(enc.parameters(), lr=a.lr)
     gen = torch.Generator().manual_seed(a.seed)
+    projections = Projections(a.map, x, gen) if source == "projections" else None
     t0 = time.perf_counter()
     name = f"{act}, {init} init, penalty {penalty:g}, turns {turns}, noise {noise:g}"
+    if projections is not None:
+        name = f"{act}, {init} init, penalty {penalty:g}, projections of the map"
     print(f"| {name} | 0 | {report(enc, train, heldout)} | 0 |", flush=True)
     for step in range(1, a.steps + 1):
-        idx = torch.randint(len(x), (a.batch,), generator=gen)
-        batch = x[idx]
-        if noise > 0:
-            batch = batch + noise * sigma[idx, None, None] * torch.randn(batch.shape, generator=gen)
-        if turns == "on":  # as training does (TrainConfig.encoder_turns)
-            rots, lengths = turned_hypotheses(enc, batch, draw_turns(idx, a.seed, step))
-        else:
-            rots, lengths = enc(batch, with_penalty=True)
-        loss = (nearest_rotation_loss(rots, r[idx]) + penalty * lengths).mean()
+        rots, lengths, target = batch_outputs(enc, x, r, sigma, step, turns, noise, projections, a, gen)
+        loss = (nearest_rotation_loss(rots, target) + penalty * lengths).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -139,6 +188,8 @@ def main(argv=None) -> None:
     p.add_argument("--length-penalty", nargs="+", type=float, default=[1.0], help="the recipe's: 1")
     p.add_argument("--turns", nargs="+", default=["on"], choices=["on", "off"], help="recipe: on")
     p.add_argument("--extra-noise", nargs="+", type=float, default=[0.0], help="× background σ; 0: none")
+    p.add_argument("--sources", nargs="+", default=["images"], choices=["images", "projections"])
+    p.add_argument("--map", help="the map whose projections --sources projections draws")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--heads", type=int, default=8)
@@ -151,9 +202,13 @@ def main(argv=None) -> None:
     heldout = (heldout[0][:256], heldout[1][:256])  # no global scaling: the encoder standardises each image
     print("| encoder | step | training mean / median ° | held-out mean / median ° | spread | live | s |")
     print("|---|---|---|---|---|---|---|")
-    grid = itertools.product(a.activations, a.inits, a.length_penalty, a.turns, a.extra_noise)
-    for act, init, penalty, turns, noise in grid:
-        regress(act, init, penalty, turns, noise, a, train, heldout)
+    if "projections" in a.sources and a.map is None:
+        p.error("--sources projections needs --map")
+    grid = itertools.product(a.activations, a.inits, a.length_penalty, a.turns, a.extra_noise, a.sources)
+    for act, init, penalty, turns, noise, source in grid:
+        if source == "projections" and (turns, noise) != (a.turns[0], a.extra_noise[0]):
+            continue  # neither applies to projections: one run
+        regress(act, init, penalty, turns, noise, source, a, train, heldout)
 
 
 if __name__ == "__main__":
