@@ -56,13 +56,14 @@ def test_two_processes_match_one_and_their_checkpoint_resumes_on_one(tmp_path):
     two_rows = pd.read_csv(tmp_path / "two" / "metrics.csv")
     assert list(two_rows["step"]) == [1, 2, 3, 4]
     # float32 sums over the batch in another order (two shards, then gloo's all-reduce) differ in the
-    # last digits, and 4 Adam steps grow them: the maps differ by ≤ 4e-6 in L2 norm (measured, 16 and
-    # 24 px; a single voxel where the gradient is ~0 can reach 1.5e-4 of the maximum, so no max-abs
-    # bound), the encoder's poses by ≤ 0.002°, the losses not at the CSV's 6 digits. Map gradients
-    # left unaveraged over the ranks: 0.26 in L2, 7e-3 in the loss, poses 100°+ apart.
+    # last digits, and 4 Adam steps grow them (most where a gradient is ~0, as the encoder's biases):
+    # the encoder's poses differ by ≤ 0.004° (measured, with its views of the map: map_views.py) and
+    # map.mrc, backprojected at those poses, by 1.9e-4 of its L2 norm (before the views, ≤ 4e-6); the
+    # losses not at the CSV's 6 digits. Map gradients left unaveraged over the ranks: 2e-2 of the
+    # norm, 7e-3 in the loss, poses 100°+ apart.
     np.testing.assert_allclose(two_rows["loss"], one_rows["loss"], rtol=1e-5)
     one_map, two_map = read_map(tmp_path / "one" / "map.mrc")[0], read_map(tmp_path / "two" / "map.mrc")[0]
-    assert np.linalg.norm(one_map - two_map) < 1e-4 * np.linalg.norm(one_map)
+    assert np.linalg.norm(one_map - two_map) < 1e-3 * np.linalg.norm(one_map)
     one_rot, two_rot = (
         relion_angles_to_matrix(read_star(tmp_path / name / "poses.star").angles_deg())
         for name in ("one", "two")

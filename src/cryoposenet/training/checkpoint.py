@@ -86,8 +86,9 @@ def load_checkpoint(
     (for poses of new images; training resumes from the trained map).
     """
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    # checkpoints from before these fields: the paper's ReLU, no length penalty, no quarter turns
-    saved = {"activation": "relu", "length_penalty": 0.0, "encoder_turns": False, **payload["config"]}
+    # checkpoints from before these fields: the paper's ReLU, no length penalty, no quarter turns, no views
+    before = {"activation": "relu", "length_penalty": 0.0, "encoder_turns": False, "map_views": 0.0}
+    saved = {**before, **payload["config"]}
     config = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
     config = dataclasses.replace(config, device=device, **overrides)
     if (
@@ -100,7 +101,7 @@ def load_checkpoint(
     if final_map and payload.get("final_map") is not None:
         with torch.no_grad():
             state.volume.data.copy_(payload["final_map"].to(state.volume.data) * state.scale)
-    state.extra = dict(payload.get("extra", {}))
+    state.extra = {**state.extra, **payload.get("extra", {})}  # init_state's view_sigma unless saved
     if payload.get("torch_rng") is not None:
         torch.set_rng_state(payload["torch_rng"])
     return state

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import torch
@@ -25,6 +26,7 @@ from ..io.particles import ParticleStack
 from ..physics.fourier_crop import cropped_apix, fourier_crop
 
 __all__ = [
+    "ParticleData",
     "StackImages",
     "checked_box",
     "Prefetcher",
@@ -37,6 +39,37 @@ __all__ = [
 ]
 
 SAMPLE_IMAGES = 2000  # images that set the data scale (and are checked before training starts)
+
+
+@dataclass
+class ParticleData:
+    """A particle stack. ``images`` ``(M, N, N)`` float32; ``apix`` Å/pixel.
+
+    ``images`` is a tensor or any source with ``shape``, ``len`` and ``images[idx] -> (B, N, N)``
+    tensor for a 1-D index tensor (:class:`cryoposenet.training.data.StackImages` reads stack files).
+
+    ``ctf``: None or a dict of ``(M,)`` tensors keyed by :func:`cryoposenet.physics.ctf.ctf_2d`'s
+    parameter names (``defocus_u_A``, ``defocus_v_A``, ``defocus_angle_deg``, ``voltage_kv``,
+    ``cs_mm``, ``amplitude_contrast``, optional ``phase_shift_deg``). ``translations_px``: None or
+    ``(M, 2)`` (x, y): the shift that moves the centred projection onto the image (see
+    :func:`cryoposenet.physics.imaging.origin_to_translation`). ``rotations``: ``(M, 3, 3)``,
+    needed only for ``poses="known"``.
+    """
+
+    images: torch.Tensor
+    apix: float
+    ctf: dict[str, torch.Tensor] | None = None
+    translations_px: torch.Tensor | None = None
+    rotations: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def box(self) -> int:
+        return self.images.shape[-1]
+
+
 T = TypeVar("T")
 _PASS_BAR: ContextVar = ContextVar("cryoposenet_pass_bar", default=None)
 

@@ -45,8 +45,9 @@ from ..physics.fourier import image_to_fourier, shift_phase
 from ..physics.projection import slice_volume
 from ..physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
 from .augment import draw_turns, turned_hypotheses
-from .data import Prefetcher, read_batch, read_chunks, sample_images
+from .data import ParticleData, Prefetcher, read_batch, read_chunks, sample_images
 from .distributed import DataParallel, split_pose_rows
+from .map_views import background_sigma, render_views, split_views, view_generator
 from .pose_search import marginal_misfit
 from .schedule import batch_rows, k_max_at, lr_scale_at, search_anneal_at, search_bands, searching_at
 from .shift_search import candidate_shifts, shift_search_grid
@@ -65,35 +66,6 @@ __all__ = [
 ]
 
 POSE_MODES = ("encoder", "known", "free")
-
-
-@dataclass
-class ParticleData:
-    """A particle stack. ``images`` ``(M, N, N)`` float32; ``apix`` Å/pixel.
-
-    ``images`` is a tensor or any source with ``shape``, ``len`` and ``images[idx] -> (B, N, N)``
-    tensor for a 1-D index tensor (:class:`cryoposenet.training.data.StackImages` reads stack files).
-
-    ``ctf``: None or a dict of ``(M,)`` tensors keyed by :func:`cryoposenet.physics.ctf.ctf_2d`'s
-    parameter names (``defocus_u_A``, ``defocus_v_A``, ``defocus_angle_deg``, ``voltage_kv``,
-    ``cs_mm``, ``amplitude_contrast``, optional ``phase_shift_deg``). ``translations_px``: None or
-    ``(M, 2)`` (x, y): the shift that moves the centred projection onto the image (see
-    :func:`cryoposenet.physics.imaging.origin_to_translation`). ``rotations``: ``(M, 3, 3)``,
-    needed only for ``poses="known"``.
-    """
-
-    images: torch.Tensor
-    apix: float
-    ctf: dict[str, torch.Tensor] | None = None
-    translations_px: torch.Tensor | None = None
-    rotations: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def box(self) -> int:
-        return self.images.shape[-1]
 
 
 @dataclass
@@ -133,6 +105,7 @@ class TrainConfig:
     activation: str = "leaky_relu"  # the encoder's; "relu": the paper's, whose units can die under the pull
     length_penalty: float = 1.0  # weight of the encoder's s2s2 length penalty (0: none, as before it)
     encoder_turns: bool = True  # show the encoder each training image at a random quarter turn
+    map_views: float = 0.5  # noisy views of the map at random poses per image, for the encoder (map_views.py)
     seed: int = 0
     device: str = "cpu"
 
@@ -196,7 +169,8 @@ def init_state(data: ParticleData, config: TrainConfig) -> TrainState:
         free = torch.nn.Parameter(start.to(config.device))
         groups.append({"params": [free], "lr": config.lr})
     optimizer = torch.optim.Adam(groups, fused=True)  # one kernel for all parameters: 5× faster on CPU
-    return TrainState(config, volume, encoder, free, optimizer, scale)
+    extra = {"view_sigma": background_sigma(sample * scale)}  # the views' noise, training units
+    return TrainState(config, volume, encoder, free, optimizer, scale, extra=extra)
 
 
 def _set_learning_rates(state: TrainState) -> None:
@@ -220,7 +194,8 @@ def _hypotheses(state: TrainState, data: ParticleData, idx, images, encoder, tra
     dev, weight = state.config.device, state.config.length_penalty
     if encoder is not None:
         if training and state.config.encoder_turns:
-            turns = draw_turns(idx, state.config.seed, state.step)
+            turns = draw_turns(idx, state.config.seed, state.step)  # views, after the rows, unturned
+            turns = torch.nn.functional.pad(turns, (0, len(images) - len(idx)))
             rots, penalty = turned_hypotheses(encoder, images, turns)
         else:
             rots, penalty = encoder(images, with_penalty=True)
@@ -258,6 +233,7 @@ class BatchFit(NamedTuple):
     pull: torch.Tensor | None
     shifts: torch.Tensor | None
     penalty: torch.Tensor | None = None
+    views: torch.Tensor | None = None  # (V,) the encoder's pull onto the map's views' poses
 
 
 def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images=None, training=False):
@@ -267,7 +243,10 @@ def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images
     images, target, ctf, shifts = batch_targets(state, data, idx, images)
     volume, encoder = _modules(state, training)
     fvol = volume()
-    rots, penalty = _hypotheses(state, data, idx, images, encoder, training)
+    views, view_rots = _views(state, fvol, k_max, training and encoder is not None)
+    shown = images if views is None else torch.cat([images, views])
+    hypotheses = _hypotheses(state, data, idx, shown, encoder, training)
+    rots, penalty, view_pull = split_views(*hypotheses, view_rots)
     grid = shift_search_grid(cfg, data, dev)
     if cfg.pose_grid and cfg.poses != "known":
         rots = expand_hypotheses(rots, octahedral_group(rots.dtype, rots.device))
@@ -278,7 +257,7 @@ def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images
             shift_grid_px=grid, **bands,
         )  # fmt: skip
         pull = cfg.search_weight * nearest_rotation_loss(rots, found)
-        return BatchFit(per_image.mean(), per_image, None, rots, pull, None, penalty)
+        return BatchFit(per_image.mean(), per_image, None, rots, pull, None, penalty, view_pull)
     b, h = rots.shape[:2]
     slices = slice_volume(fvol, rots.reshape(b * h, 3, 3), radius=k_max).reshape(b, h, n, n // 2 + 1)
     symmetric = cfg.symmetric and cfg.poses != "known"
@@ -288,7 +267,19 @@ def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images
     if found is not None:
         cands = cands * shift_phase(found, n)
     loss, per_image, winner = wta_loss(target, cands, weights)
-    return BatchFit(loss, per_image, winner, rots, None, found, penalty)
+    return BatchFit(loss, per_image, winner, rots, None, found, penalty, view_pull)
+
+
+def _views(state: TrainState, fvol, k_max: float, training: bool):
+    """This process's share of the step's noisy views ``(V, N, N)`` of the map and their poses
+    ``(V, 3, 3)`` (:mod:`.map_views`; ``round(map_views · batch_size)`` in all, drawn alike on every
+    rank), or ``(None, None)`` when not training or none."""
+    cfg, par = state.config, state.parallel
+    count = round(cfg.map_views * cfg.batch_size) if training else 0
+    if count == 0:
+        return None, None
+    views = render_views(fvol, count, state.extra["view_sigma"], k_max, view_generator(cfg.seed, state.step))
+    return views if par is None else tuple(torch.tensor_split(t, par.world)[par.rank] for t in views)
 
 
 def _pick(rots: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
@@ -348,6 +339,9 @@ def _step(state: TrainState, data: ParticleData, images: torch.Tensor | None = N
     per_image, pull = fit.per_image, fit.pull
     objective = sum((t for t in (pull, fit.penalty) if t is not None), per_image)
     loss = objective.mean() if par is None else objective.sum() * (par.world / cfg.batch_size)
+    if fit.views is not None:  # as the images: DDP's average of the shares is the global mean
+        world = 1 if par is None else par.world
+        loss = loss + fit.views.sum() * (world / round(cfg.map_views * cfg.batch_size))
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     _set_learning_rates(state)
