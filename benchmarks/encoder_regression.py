@@ -59,6 +59,7 @@ from cryoposenet.physics.projection import slice_volume, volume_to_fourier
 from cryoposenet.physics.rotations import random_rotations
 from cryoposenet.training.augment import draw_turns, turned_hypotheses
 from cryoposenet.training.inputs import particle_data
+from cryoposenet.training.map_views import background_sigma
 
 
 def load(star: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,14 +68,6 @@ def load(star: str) -> tuple[torch.Tensor, torch.Tensor]:
     if data.rotations is None:
         raise SystemExit(f"{star}: no rlnAngleRot/Tilt/Psi to regress onto")
     return data.images[torch.arange(len(data))].float(), data.rotations.float()
-
-
-def background_sigma(images: torch.Tensor, radius: float = 0.45) -> torch.Tensor:
-    """Per-image standard deviation ``(M,)`` of the pixels farther than ``radius``·N from the centre."""
-    n = images.shape[-1]
-    c = torch.arange(n, dtype=torch.float32) - n // 2
-    outside = (c[:, None] ** 2 + c[None, :] ** 2).sqrt() > radius * n
-    return images[:, outside].std(dim=1)
 
 
 class Projections:

@@ -26,13 +26,13 @@ from ..physics.rotations import random_rotations
 __all__ = ["background_sigma", "view_generator", "render_views", "split_views"]
 
 
-def background_sigma(images: torch.Tensor, radius: float = 0.45) -> float:
-    """Mean over ``images`` ``(M, N, N)`` of each one's standard deviation beyond ``radius``·N
-    from the centre pixel ``N//2`` (the noise, where the particles leave a margin)."""
+def background_sigma(images: torch.Tensor, radius: float = 0.45) -> torch.Tensor:
+    """Each image's standard deviation ``(M,)`` over its pixels beyond ``radius``·N from the centre
+    pixel ``N//2`` of ``images`` ``(M, N, N)`` (the noise, where the particles leave a margin)."""
     n = images.shape[-1]
     c = torch.arange(n, dtype=torch.float32) - n // 2
     outside = (c[:, None] ** 2 + c[None, :] ** 2).sqrt() > radius * n
-    return images[:, outside].float().std(dim=1).mean().item()
+    return images[:, outside].float().std(dim=1)
 
 
 def view_generator(seed: int, step: int) -> torch.Generator:

@@ -169,7 +169,7 @@ def init_state(data: ParticleData, config: TrainConfig) -> TrainState:
         free = torch.nn.Parameter(start.to(config.device))
         groups.append({"params": [free], "lr": config.lr})
     optimizer = torch.optim.Adam(groups, fused=True)  # one kernel for all parameters: 5× faster on CPU
-    extra = {"view_sigma": background_sigma(sample * scale)}  # the views' noise, training units
+    extra = {"view_sigma": background_sigma(sample * scale).mean().item()}  # the views' noise, training units
     return TrainState(config, volume, encoder, free, optimizer, scale, extra=extra)
 
 
