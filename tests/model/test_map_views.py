@@ -4,11 +4,19 @@ import dataclasses
 
 import torch
 
-from cryoposenet.physics.projection import project, volume_to_fourier
+from cryoposenet.physics.ctf import ctf_half_plane
+from cryoposenet.physics.fourier import image_to_fourier
+from cryoposenet.physics.projection import project, slice_volume, volume_to_fourier
 from cryoposenet.physics.rotations import geodesic_distance, random_rotations
 from cryoposenet.training.checkpoint import load_checkpoint, state_payload
-from cryoposenet.training.map_views import background_sigma, render_views, split_views, view_generator
-from cryoposenet.training.train import ParticleData, TrainConfig, init_state, train
+from cryoposenet.training.map_views import (
+    background_sigma,
+    render_views,
+    split_views,
+    view_ctf,
+    view_generator,
+)
+from cryoposenet.training.train import ParticleData, TrainConfig, _views, init_state, train
 
 
 def test_the_background_sigma_of_noise_is_its_sigma_and_ignores_a_centred_particle():
@@ -42,6 +50,46 @@ def test_views_carry_white_noise_of_the_given_sigma_and_no_gradient_to_the_map(t
     assert not noisy.requires_grad
     noise = noisy - clean  # 200 × 256 pixels: the sample sd is within 1 % of 0.7 (3 sd)
     assert abs(noise.std().item() - 0.7) < 0.01 and abs(noise.mean().item()) < 0.01
+
+
+def _ctf_params(m: int) -> dict[str, torch.Tensor]:
+    """``m`` rows of CTF parameters with distinct defoci (0.8–3.0 µm, astigmatic)."""
+    du = torch.linspace(8000.0, 30000.0, m)
+    const = {"defocus_angle_deg": 30.0, "voltage_kv": 300.0, "cs_mm": 2.7, "amplitude_contrast": 0.1}
+    return {
+        "defocus_u_A": du,
+        "defocus_v_A": du - 500.0,
+        **{k: torch.full((m,), v) for k, v in const.items()},
+    }
+
+
+def test_the_views_ctfs_are_rows_of_the_data_and_none_draws_nothing():
+    params, gen = _ctf_params(7), torch.Generator().manual_seed(5)
+    every = ctf_half_plane(16, 4.0, **params)  # (7, 16, 9)
+    drawn = view_ctf(params, 40, 16, 4.0, gen)
+    gap = (drawn[:, None] - every[None]).abs().amax(dim=(-1, -2))  # (40, 7)
+    assert gap.min(dim=1).values.max() < 1e-6  # each view's CTF is one row's
+    assert len(set(gap.argmin(dim=1).tolist())) >= 5  # and the rows vary (40 draws of 7: P(< 5) < 1e-9)
+    state = gen.get_state()
+    assert view_ctf(None, 40, 16, 4.0, gen) is None and torch.equal(gen.get_state(), state)
+
+
+def test_a_run_on_ctf_data_shows_the_encoder_views_with_the_datas_ctf(toy):
+    vol, data = toy
+    params = _ctf_params(len(data))
+    ctf_data = ParticleData(data.images, data.apix, ctf=params)
+    state = init_state(ctf_data, TrainConfig(steps=1, batch_size=8, heads=2, map_views=1.0))
+    state.extra["view_sigma"] = 0.0
+    fvol = volume_to_fourier(vol)
+    views, rots = _views(state, ctf_data, fvol, None, training=True)
+    every = ctf_half_plane(16, data.apix, **params)  # (M, 16, 9)
+    ky, kx = torch.fft.fftfreq(16, 1 / 16), torch.arange(9.0)
+    inside = (ky[:, None] ** 2 + kx[None] ** 2) < 7**2  # within the band, away from Nyquist's folding
+    ratio = (image_to_fourier(views) / slice_volume(fvol, rots))[:, inside]  # each view's CTF there
+    gap = (ratio[:, None] - every[:, inside][None]).abs().amax(dim=-1)  # (8, M)
+    assert gap.min(dim=1).values.max() < 1e-3
+    plain, _ = _views(state, ParticleData(data.images, data.apix), fvol, None, training=True)
+    assert not torch.allclose(plain, views, atol=1e-3)
 
 
 def test_split_views_pulls_the_nearest_head_onto_each_views_pose():

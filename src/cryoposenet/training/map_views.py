@@ -11,7 +11,8 @@ gradient: the views teach the encoder, never the map).
 
 The noise level is the images' background: the standard deviation of the pixels beyond
 ``0.45·N`` from the centre (particles picked centred, with a margin), measured once on the sample
-that sets the data's scale, in training units.
+that sets the data's scale, in training units. When the images carry a CTF, each view carries the
+CTF of a row drawn at random (:func:`view_ctf`), so views and images differ only in pose and noise.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from __future__ import annotations
 import torch
 
 from ..model.losses import nearest_rotation_loss
+from ..physics.ctf import ctf_half_plane
 from ..physics.fourier import fourier_to_image
 from ..physics.projection import FourierVolume, slice_volume
 from ..physics.rotations import random_rotations
 
-__all__ = ["background_sigma", "view_generator", "render_views", "split_views"]
+__all__ = ["background_sigma", "view_count", "view_generator", "view_ctf", "render_views", "split_views"]
 
 
 def background_sigma(images: torch.Tensor, radius: float = 0.45) -> torch.Tensor:
@@ -35,10 +37,34 @@ def background_sigma(images: torch.Tensor, radius: float = 0.45) -> torch.Tensor
     return images[:, outside].float().std(dim=1)
 
 
+def view_count(share: float, batch_size: int) -> int:
+    """A step's views over all ranks: ``round(share · batch_size)`` (``share``: views per image)."""
+    return round(share * batch_size)
+
+
 def view_generator(seed: int, step: int) -> torch.Generator:
     """The generator of step ``step``'s views: one stream per (seed, step), so a resumed run draws
     what the uninterrupted one would, and every torchrun rank the same views (each keeps its share)."""
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step) + 7)
+
+
+def view_ctf(
+    ctf_params: dict[str, torch.Tensor] | None,
+    count: int,
+    n: int,
+    apix: float,
+    gen: torch.Generator,
+    device=None,
+) -> torch.Tensor | None:
+    """The CTFs ``(count, n, n//2+1)`` of ``count`` rows drawn uniformly (from ``gen``) from the
+    data's CTF parameters ``ctf_params`` (a dict of ``(M,)`` tensors, as
+    :class:`~cryoposenet.training.data.ParticleData`'s ``ctf``); None when the data have none
+    (and then nothing is drawn from ``gen``)."""
+    if ctf_params is None:
+        return None
+    m = len(next(iter(ctf_params.values())))
+    rows = torch.randint(m, (count,), generator=gen)
+    return ctf_half_plane(n, apix, device=device, **{k: v[rows].to(device) for k, v in ctf_params.items()})
 
 
 def render_views(

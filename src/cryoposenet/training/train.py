@@ -47,7 +47,7 @@ from ..physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
 from .augment import draw_turns, turned_hypotheses
 from .data import ParticleData, Prefetcher, read_batch, read_chunks, sample_images
 from .distributed import DataParallel, split_pose_rows
-from .map_views import background_sigma, render_views, split_views, view_generator
+from .map_views import background_sigma, render_views, split_views, view_count, view_ctf, view_generator
 from .pose_search import marginal_misfit
 from .schedule import batch_rows, k_max_at, lr_scale_at, search_anneal_at, search_bands, searching_at
 from .shift_search import candidate_shifts, shift_search_grid
@@ -243,7 +243,7 @@ def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images
     images, target, ctf, shifts = batch_targets(state, data, idx, images)
     volume, encoder = _modules(state, training)
     fvol = volume()
-    views, view_rots = _views(state, fvol, k_max, training and encoder is not None)
+    views, view_rots = _views(state, data, fvol, k_max, training and encoder is not None)
     shown = images if views is None else torch.cat([images, views])
     hypotheses = _hypotheses(state, data, idx, shown, encoder, training)
     rots, penalty, view_pull = split_views(*hypotheses, view_rots)
@@ -270,15 +270,17 @@ def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images
     return BatchFit(loss, per_image, winner, rots, None, found, penalty, view_pull)
 
 
-def _views(state: TrainState, fvol, k_max: float, training: bool):
-    """This process's share of the step's noisy views ``(V, N, N)`` of the map and their poses
-    ``(V, 3, 3)`` (:mod:`.map_views`; ``round(map_views · batch_size)`` in all, drawn alike on every
-    rank), or ``(None, None)`` when not training or none."""
+def _views(state: TrainState, data: ParticleData, fvol, k_max: float, training: bool):
+    """This process's share of the step's :func:`.view_count` noisy views ``(V, N, N)`` of the map
+    (:mod:`.map_views`; with the CTF of random rows when the data have one) and their poses
+    ``(V, 3, 3)``, drawn alike on every rank; ``(None, None)`` when not training or none."""
     cfg, par = state.config, state.parallel
-    count = round(cfg.map_views * cfg.batch_size) if training else 0
+    count = view_count(cfg.map_views, cfg.batch_size) if training else 0
     if count == 0:
         return None, None
-    views = render_views(fvol, count, state.extra["view_sigma"], k_max, view_generator(cfg.seed, state.step))
+    gen = view_generator(cfg.seed, state.step)
+    ctf = view_ctf(data.ctf, count, data.box, data.apix, gen, cfg.device)
+    views = render_views(fvol, count, state.extra["view_sigma"], k_max, gen, ctf)
     return views if par is None else tuple(torch.tensor_split(t, par.world)[par.rank] for t in views)
 
 
@@ -341,7 +343,7 @@ def _step(state: TrainState, data: ParticleData, images: torch.Tensor | None = N
     loss = objective.mean() if par is None else objective.sum() * (par.world / cfg.batch_size)
     if fit.views is not None:  # as the images: DDP's average of the shares is the global mean
         world = 1 if par is None else par.world
-        loss = loss + fit.views.sum() * (world / round(cfg.map_views * cfg.batch_size))
+        loss = loss + fit.views.sum() * (world / view_count(cfg.map_views, cfg.batch_size))
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     _set_learning_rates(state)
