@@ -6,6 +6,7 @@
     python benchmarks/throughput.py --px 64 --profile        # torch.profiler table of 5 steps
     python benchmarks/throughput.py --px 64 --crop-from 128 --sizes 2000 50000  # train --box 64
     python benchmarks/throughput.py --px 64 --search local --shifts search   # the joint shift search
+    python benchmarks/throughput.py --px 64 --sizes 2000 --map-views 0 0.5   # without and with views
 
 Stacks are not simulated (100,000 images of 64 px take ~18 min to simulate here): a cheap
 generator writes smooth random blobs plus noise with a STAR file (random angles, CTF 1–2 µm) into
@@ -20,6 +21,7 @@ Prints a Markdown table. The device is ``cuda`` when one is visible, else the CP
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import subprocess
@@ -102,7 +104,7 @@ def peak_rss_mb() -> float:
 
 def child(
     star: str, steps: int, batch: int, threads: int, full_band: bool, search: str = "off",
-    box: int | None = None, shifts: str = "known",
+    box: int | None = None, shifts: str = "known", map_views: float | None = None,
 ) -> dict:  # fmt: skip
     """Time ``steps`` training steps on ``star`` in this process; images/s and peak RSS.
 
@@ -114,7 +116,8 @@ def child(
     the loss band), ``grid`` (the grid alone, its band capped at N/4, as before local levels) or
     ``off`` (no step searches). ``box``: the training box (particles Fourier-cropped to it
     as they are read, as ``train --box``); ``shifts``: ``search`` searches translations as
-    ``train --shifts search`` does.
+    ``train --shifts search`` does; ``map_views``: the encoder's views of the map per image
+    (None: the recipe's, ``TrainConfig.map_views``; 0: none).
     """
     import torch
 
@@ -140,9 +143,10 @@ def child(
     band = {"kmax_start": None} if full_band else {}
     search_steps = None if search == "off" else steps + 2
     local = {"search_local": None} if search == "grid" else {}  # "local": the recipe's default
+    views = {} if map_views is None else {"map_views": map_views}
     config = TrainConfig(
         steps=steps + 2, batch_size=batch, device=device, search_steps=search_steps,
-        shift_range=shift_range, **band, **local,
+        shift_range=shift_range, **band, **local, **views,
     )  # fmt: skip
     train(data, config, on_step, poses=False)
     return {
@@ -190,6 +194,10 @@ def main(argv=None) -> None:
     )  # fmt: skip
     ap.add_argument("--crop-from", type=int, help="particles of this box, Fourier-cropped to --px")
     ap.add_argument("--shifts", choices=["known", "search"], default="known", help="as train --shifts")
+    ap.add_argument(
+        "--map-views", type=float, nargs="+", default=[None],
+        help="the encoder's views of the map per image (default: the recipe's); several: one row each",
+    )  # fmt: skip
     ap.add_argument("--box", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--profile", action="store_true", help="profile steps at the first --px, 2k images")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -200,33 +208,37 @@ def main(argv=None) -> None:
         return
     if args.child:
         full = args.band == "full"
-        r = child(args.child, args.steps, args.batch, args.threads, full, args.search, args.box, args.shifts)
+        views = args.map_views[0]
+        r = child(
+            args.child, args.steps, args.batch, args.threads, full, args.search, args.box, args.shifts, views
+        )
         print(json.dumps(r))
         return
-    print("| px | particles (own box) | loss band | search | shifts | device | images/s | peak RSS (MB) |")
-    print("|---:|---:|---|---|---|---|---:|---:|")
-    for px in args.px:
-        for n in args.sizes:
-            own = args.crop_from or px  # the particles' box; cropped to px when larger
-            star = make_stack(args.workdir / f"{own}px_{n}", n, own, apix=_apix(px) * px / own)
-            cmd = [sys.executable, __file__, "--child", str(star), "--steps", str(args.steps)]
-            cmd += ["--box", str(px), "--shifts", args.shifts]
-            cmd += ["--batch", str(args.batch), "--threads", str(args.threads), "--band", args.band]
-            cmd += ["--search", args.search]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            cells = [
-                px,
-                f"{n:,} ({own} px)",
-                args.band,
-                args.search,
-                args.shifts,
-                r["device"],
-                f"{r['images_per_s']:.1f}",
-                f"{r['peak_rss_MB']:.0f}",
-            ]
-            print("| " + " | ".join(map(str, cells)) + " |")
-            sys.stdout.flush()
+    head = "| px | particles (own box) | loss band | search | shifts | views/image | device | images/s |"
+    print(head + " peak RSS (MB) |")
+    print("|---:|---:|---|---|---|---:|---|---:|---:|")
+    for px, n, views in itertools.product(args.px, args.sizes, args.map_views):
+        own = args.crop_from or px  # the particles' box; cropped to px when larger
+        star = make_stack(args.workdir / f"{own}px_{n}", n, own, apix=_apix(px) * px / own)
+        cmd = [sys.executable, __file__, "--child", str(star), "--steps", str(args.steps)]
+        cmd += ["--box", str(px), "--shifts", args.shifts]
+        cmd += ["--batch", str(args.batch), "--threads", str(args.threads), "--band", args.band]
+        cmd += ["--search", args.search] + ([] if views is None else ["--map-views", str(views)])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        cells = [
+            px,
+            f"{n:,} ({own} px)",
+            args.band,
+            args.search,
+            args.shifts,
+            "recipe" if views is None else views,
+            r["device"],
+            f"{r['images_per_s']:.1f}",
+            f"{r['peak_rss_MB']:.0f}",
+        ]
+        print("| " + " | ".join(map(str, cells)) + " |")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":
