@@ -66,12 +66,13 @@ def _ctf_params(m: int) -> dict[str, torch.Tensor]:
 def test_the_views_ctfs_are_rows_of_the_data_and_none_draws_nothing():
     params, gen = _ctf_params(7), torch.Generator().manual_seed(5)
     every = ctf_half_plane(16, 4.0, **params)  # (7, 16, 9)
-    drawn = view_ctf(params, 40, 16, 4.0, gen)
+    blank = torch.zeros(7, 16, 16)
+    drawn = view_ctf(ParticleData(blank, 4.0, ctf=params), 40, gen)
     gap = (drawn[:, None] - every[None]).abs().amax(dim=(-1, -2))  # (40, 7)
     assert gap.min(dim=1).values.max() < 1e-6  # each view's CTF is one row's
     assert len(set(gap.argmin(dim=1).tolist())) >= 5  # and the rows vary (40 draws of 7: P(< 5) < 1e-9)
     state = gen.get_state()
-    assert view_ctf(None, 40, 16, 4.0, gen) is None and torch.equal(gen.get_state(), state)
+    assert view_ctf(ParticleData(blank, 4.0), 40, gen) is None and torch.equal(gen.get_state(), state)
 
 
 def test_a_run_on_ctf_data_shows_the_encoder_views_with_the_datas_ctf(toy):

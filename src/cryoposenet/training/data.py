@@ -23,6 +23,7 @@ import torch
 
 from ..errors import InputError
 from ..io.particles import ParticleStack
+from ..physics.ctf import ctf_half_plane
 from ..physics.fourier_crop import cropped_apix, fourier_crop
 
 __all__ = [
@@ -68,6 +69,13 @@ class ParticleData:
     @property
     def box(self) -> int:
         return self.images.shape[-1]
+
+    def ctf_of(self, rows: torch.Tensor, device=None) -> torch.Tensor | None:
+        """The CTFs ``(R, N, N//2+1)`` of images ``rows`` ``(R,)`` on ``device``, or None without CTF."""
+        if self.ctf is None:
+            return None
+        params = {k: v[rows].to(device) for k, v in self.ctf.items()}
+        return ctf_half_plane(self.box, self.apix, device=device, **params)
 
 
 T = TypeVar("T")

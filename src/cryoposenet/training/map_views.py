@@ -20,10 +20,10 @@ from __future__ import annotations
 import torch
 
 from ..model.losses import nearest_rotation_loss
-from ..physics.ctf import ctf_half_plane
 from ..physics.fourier import fourier_to_image
 from ..physics.projection import FourierVolume, slice_volume
 from ..physics.rotations import random_rotations
+from .data import ParticleData
 
 __all__ = ["background_sigma", "view_count", "view_generator", "view_ctf", "render_views", "split_views"]
 
@@ -48,23 +48,12 @@ def view_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step) + 7)
 
 
-def view_ctf(
-    ctf_params: dict[str, torch.Tensor] | None,
-    count: int,
-    n: int,
-    apix: float,
-    gen: torch.Generator,
-    device=None,
-) -> torch.Tensor | None:
-    """The CTFs ``(count, n, n//2+1)`` of ``count`` rows drawn uniformly (from ``gen``) from the
-    data's CTF parameters ``ctf_params`` (a dict of ``(M,)`` tensors, as
-    :class:`~cryoposenet.training.data.ParticleData`'s ``ctf``); None when the data have none
-    (and then nothing is drawn from ``gen``)."""
-    if ctf_params is None:
+def view_ctf(data: ParticleData, count: int, gen: torch.Generator, device=None) -> torch.Tensor | None:
+    """The CTFs ``(count, N, N//2+1)`` of ``count`` rows of ``data`` drawn uniformly (from ``gen``);
+    None when the data have none (and then nothing is drawn from ``gen``)."""
+    if data.ctf is None:
         return None
-    m = len(next(iter(ctf_params.values())))
-    rows = torch.randint(m, (count,), generator=gen)
-    return ctf_half_plane(n, apix, device=device, **{k: v[rows].to(device) for k, v in ctf_params.items()})
+    return data.ctf_of(torch.randint(len(data), (count,), generator=gen), device)
 
 
 def render_views(

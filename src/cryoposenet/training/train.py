@@ -40,7 +40,6 @@ from ..model.losses import (
 )
 from ..model.modes import eval_mode
 from ..model.volume import LearnableVolume, initial_amplitude
-from ..physics.ctf import ctf_half_plane
 from ..physics.fourier import image_to_fourier, shift_phase
 from ..physics.projection import slice_volume
 from ..physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
@@ -208,13 +207,10 @@ def _hypotheses(state: TrainState, data: ParticleData, idx, images, encoder, tra
 def batch_targets(state: TrainState, data: ParticleData, idx, images=None):
     """``(images (B, N, N), spectra (B, N, N//2+1), ctf or None, shifts_px (B, 2) or None)`` of rows
     ``idx``, scaled as in training and on the run's device (``images``: the rows, when already read)."""
-    dev, n = state.config.device, data.box
+    dev = state.config.device
     images = data.images[idx] if images is None else images
     images = images.to(dev, non_blocking=True) * state.scale
-    ctf = None
-    if data.ctf is not None:
-        params = {k: v[idx].to(dev) for k, v in data.ctf.items()}
-        ctf = ctf_half_plane(n, data.apix, device=dev, **params)
+    ctf = data.ctf_of(idx, dev)
     shifts = data.translations_px[idx].to(dev) if data.translations_px is not None else None
     return images, image_to_fourier(images), ctf, shifts
 
@@ -279,7 +275,7 @@ def _views(state: TrainState, data: ParticleData, fvol, k_max: float, training: 
     if count == 0:
         return None, None
     gen = view_generator(cfg.seed, state.step)
-    ctf = view_ctf(data.ctf, count, data.box, data.apix, gen, cfg.device)
+    ctf = view_ctf(data, count, gen, cfg.device)
     views = render_views(fvol, count, state.extra["view_sigma"], k_max, gen, ctf)
     return views if par is None else tuple(torch.tensor_split(t, par.world)[par.rank] for t in views)
 
