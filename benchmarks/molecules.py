@@ -39,6 +39,7 @@ import argparse
 import json
 import math
 import shlex
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ import torch
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
+import independent_sim
 from cryoposenet.analysis.evaluation import detect_symmetry
 from cryoposenet.analysis.views import direction_coverage, viewing_directions
 from cryoposenet.io import read_star
@@ -136,12 +138,14 @@ class DataSet:
     mol: Molecule
     bfactor: float | None  # None: the simulator's default, 32·apix²
     snr_db: float  # inf: noiseless
+    simulator: str = "cryoposenet"  # or "independent" (independent_sim.py)
 
     @property
     def folder(self) -> str:
         b = "Bdefault" if self.bfactor is None else f"B{self.bfactor:g}"
         snr = "noiseless" if math.isinf(self.snr_db) else f"snr{self.snr_db:g}"
-        return f"{self.mol.name}/{self.mol.apix:g}A_{b}_{snr}"
+        maker = "_indep" if self.simulator == "independent" else ""
+        return f"{self.mol.name}/{self.mol.apix:g}A_{b}_{snr}{maker}"
 
     @property
     def b_A2(self) -> float:
@@ -149,6 +153,8 @@ class DataSet:
 
 
 def simulate(ds: DataSet, a) -> Path:
+    if ds.simulator == "independent":
+        return simulate_independent(ds, a)
     args = ["--pdb", str(ds.mol.pdb), "--box", str(a.box), "--apix", f"{ds.mol.apix:g}"]
     args += ["-n", str(a.n), "--heldout", str(a.heldout), "--seed", str(a.sim_seed)]
     if not math.isinf(ds.snr_db):
@@ -156,6 +162,22 @@ def simulate(ds: DataSet, a) -> Path:
     if ds.bfactor is not None:
         args += ["--bfactor", f"{ds.bfactor:g}"]
     return simulate_once(a.work / ds.folder / "sim", args)
+
+
+def simulate_independent(ds: DataSet, a) -> Path:
+    """The data set from :mod:`independent_sim` (no cryoposenet code), written to ``sim.tmp`` first."""
+    sim = a.work / ds.folder / "sim"
+    if (sim / "heldout.star").is_file() and (sim / "montage.png").is_file():
+        return sim
+    tmp = sim.with_name("sim.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    snr = None if math.isinf(ds.snr_db) else ds.snr_db
+    independent_sim.simulate(
+        ds.mol.pdb, tmp, box=a.box, apix=ds.mol.apix, bfactor=ds.b_A2, n=a.n, heldout=a.heldout,
+        snr_db=snr, seed=a.sim_seed,
+    )  # fmt: skip
+    tmp.rename(sim)
+    return sim
 
 
 def run_folder(ds: DataSet, seed: int | None, a) -> Path:
@@ -254,9 +276,10 @@ def result_row(ds: DataSet, seed: int, sym: str, a) -> str | None:
     mean, median = _heldout(learned)
     wall = None if learned["wall_s"] is None else learned["wall_s"] / 60
     b = f"{ds.b_A2:.3g}" + (" (default)" if ds.bfactor is None else "")
+    name = ds.mol.name + " (independent sim.)" * (ds.simulator == "independent")
     snr = "∞" if math.isinf(ds.snr_db) else f"{ds.snr_db:g}"
     return (
-        f"| {ds.mol.name} | {ds.mol.mass_kDa:.1f} | {sym} | {ds.mol.apix:.1f} | {b} | {snr} | {seed} | "
+        f"| {name} | {ds.mol.mass_kDa:.1f} | {sym} | {ds.mol.apix:.1f} | {b} | {snr} | {seed} | "
         f"{fmt(fsc)} | {fmt(fsc_known)} | {fmt(ratio, '×')} | {fmt(mean)} | {fmt(median)} | "
         f"{fmt(wall, digits=1)} | {view_share(run_folder(ds, seed, a))} | "
         f"{verdict(ratio, median, mean, ds.snr_db)} |"
@@ -314,6 +337,14 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--heldout", type=int, default=500)
     p.add_argument("--sim-seed", type=int, default=0)
     p.add_argument(
+        "--simulator",
+        nargs="+",
+        default=["cryoposenet"],
+        choices=["cryoposenet", "independent"],
+        help="who makes the data: cryoposenet simulate, or independent_sim.py (gemmi + scipy, none of "
+        "the project's code; folders end in _indep)",
+    )
+    p.add_argument(
         "--train-args", default="", help='extra flags for learned-pose runs, e.g. "--refine-steps 0"'
     )
     p.add_argument("--known-args", default="", help="extra flags for the known-pose runs")
@@ -351,7 +382,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)  # evaluations run in this process, beside the runs
     a.work.mkdir(parents=True, exist_ok=True)
     mols = [describe(name, a) for name in a.molecules]
-    sets = [DataSet(m, b, snr) for m in mols for b in a.bfactors for snr in a.snr_db]
+    sets = [
+        DataSet(m, b, snr, maker)
+        for m in mols
+        for b in a.bfactors
+        for snr in a.snr_db
+        for maker in a.simulator
+    ]
     failed = [] if a.table_only else run_all(mols, sets, a)[1]
     syms = {m.name: molecule_symmetry(m, a, compute=False)[1] for m in mols}
     table, missing = result_table(sets, syms, a)
