@@ -3,10 +3,10 @@
 import torch
 
 from cryoposenet.physics.projection import project
-from cryoposenet.physics.quarter_turns import turn_rotations
+from cryoposenet.physics.quarter_turns import turn_images, turn_rotations
 from cryoposenet.physics.rotations import geodesic_distance, random_rotations
 from cryoposenet.training.augment import draw_turns, turned_hypotheses
-from cryoposenet.training.train import ParticleData, TrainConfig, train
+from cryoposenet.training.train import ParticleData, TrainConfig, init_state, predict_fits, train
 
 
 def test_each_image_turn_depends_on_its_row_seed_and_step_only():
@@ -56,3 +56,17 @@ def test_while_the_search_runs_the_turns_change_the_encoder_and_never_the_map(to
     plain, turned = runs[False].state, runs[True].state
     assert torch.equal(plain.volume.data, turned.volume.data)
     assert not torch.equal(plain.encoder.head.weight, turned.encoder.head.weight)
+
+
+def test_prediction_with_every_turn_turns_with_the_image(toy):
+    """Shown each image at its four quarter turns, the prediction of a turned image is the turned
+    prediction of the image (exactly, for any encoder and map); the encoder alone is not."""
+    _, data = toy
+    small = ParticleData(data.images[:24], data.apix)
+    state = init_state(small, TrainConfig(steps=1, heads=2, refine_steps=0))
+    turned = ParticleData(turn_images(small.images, torch.ones(24, dtype=torch.int64)), data.apix)
+    poses = {t: [predict_fits(state, d, turns=t)[0] for d in (small, turned)] for t in (False, True)}
+    given, of_turned = poses[True]
+    assert torch.rad2deg(geodesic_distance(of_turned, turn_rotations(given, 1))).max() < 0.01
+    given, of_turned = poses[False]  # a random encoder is not equivariant by itself
+    assert torch.rad2deg(geodesic_distance(of_turned, turn_rotations(given, 1))).median() > 5

@@ -15,7 +15,7 @@ import torch
 
 from ..physics.quarter_turns import turn_images, turn_rotations
 
-__all__ = ["draw_turns", "turned_hypotheses"]
+__all__ = ["draw_turns", "turned_hypotheses", "every_turn_hypotheses"]
 
 
 def draw_turns(rows: torch.Tensor, seed: int, step: int) -> torch.Tensor:
@@ -36,3 +36,14 @@ def turned_hypotheses(encoder, images: torch.Tensor, turns: torch.Tensor):
     turns = turns.to(images.device)
     rotations, penalty = encoder(turn_images(images, turns), with_penalty=True)
     return turn_rotations(rotations, -turns), penalty
+
+
+def every_turn_hypotheses(encoder, images: torch.Tensor) -> torch.Tensor:
+    """The encoder's rotations ``(B, 4H, 3, 3)`` for images ``(B, N, N)`` shown at each of the four
+    quarter turns, each answer turned back (turn ``k``'s ``H`` heads at ``[:, kH:(k+1)H]``): at
+    prediction, four answers per head for the map to choose from."""
+    every = []
+    for k in range(4):
+        turns = torch.full((len(images),), k, dtype=torch.int64, device=images.device)
+        every.append(turned_hypotheses(encoder, images, turns)[0])
+    return torch.cat(every, dim=1)

@@ -43,7 +43,7 @@ from ..model.volume import LearnableVolume, initial_amplitude
 from ..physics.fourier import image_to_fourier, shift_phase
 from ..physics.projection import slice_volume
 from ..physics.rotations import matrix_to_s2s2, random_rotations, s2s2_to_matrix
-from .augment import draw_turns, turned_hypotheses
+from .augment import draw_turns, every_turn_hypotheses, turned_hypotheses
 from .data import ParticleData, Prefetcher, read_batch, read_chunks, sample_images
 from .distributed import DataParallel, split_pose_rows
 from .map_views import background_sigma, render_views, split_views, view_count, view_ctf, view_generator
@@ -187,11 +187,14 @@ def _modules(state: TrainState, training: bool):
     return state.volume, state.encoder
 
 
-def _hypotheses(state: TrainState, data: ParticleData, idx, images, encoder, training: bool):
+def _hypotheses(state: TrainState, data: ParticleData, idx, images, encoder, training: bool, turns=False):
     """Pose hypotheses ``(B, H, 3, 3)`` for the images ``idx`` ``(B,)`` (``images`` scaled, on device)
-    and, when training the encoder, its weighted length penalty ``(B,)`` (else None)."""
+    and, when training the encoder, its weighted length penalty ``(B,)`` (else None). ``turns``
+    (not training): the encoder's answers for all four quarter turns, ``(B, 4H, 3, 3)``."""
     dev, weight = state.config.device, state.config.length_penalty
     if encoder is not None:
+        if turns and not training:
+            return every_turn_hypotheses(encoder, images), None
         if training and state.config.encoder_turns:
             turns = draw_turns(idx, state.config.seed, state.step)  # views, after the rows, unturned
             turns = torch.nn.functional.pad(turns, (0, len(images) - len(idx)))
@@ -232,16 +235,17 @@ class BatchFit(NamedTuple):
     views: torch.Tensor | None = None  # (V,) the encoder's pull onto the map's views' poses
 
 
-def _batch_loss(state: TrainState, data: ParticleData, idx, k_max: float, images=None, training=False):
+def _batch_loss(state: TrainState, data: ParticleData, idx, k_max, images=None, training=False, turns=False):
     """A :class:`BatchFit` for images ``idx``; ``images`` ``(B, N, N)``: the rows ``idx`` when
-    already read (else they are read here). Unknown shifts are searched per candidate."""
+    already read (else they are read here). Unknown shifts are searched per candidate; ``turns``:
+    see :func:`_hypotheses`."""
     cfg, dev, n = state.config, state.config.device, data.box
     images, target, ctf, shifts = batch_targets(state, data, idx, images)
     volume, encoder = _modules(state, training)
     fvol = volume()
     views, view_rots = _views(state, data, fvol, k_max, training and encoder is not None)
     shown = images if views is None else torch.cat([images, views])
-    hypotheses = _hypotheses(state, data, idx, shown, encoder, training)
+    hypotheses = _hypotheses(state, data, idx, shown, encoder, training, turns)
     rots, penalty, view_pull = split_views(*hypotheses, view_rots)
     grid = shift_search_grid(cfg, data, dev)
     if cfg.pose_grid and cfg.poses != "known":
@@ -290,14 +294,15 @@ def _pick(rots: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_fits(
-    state: TrainState, data: ParticleData, batch_size: int = 256, rows: torch.Tensor | None = None
+    state: TrainState, data: ParticleData, batch_size=256, rows: torch.Tensor | None = None, turns=False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rotations ``(R, 3, 3)`` for the images ``rows`` (default: all) of ``data`` (may be held out)
     and, when shifts are searched (:mod:`~cryoposenet.training.shift_search`), their translations
     ``(R, 2)`` px.
 
     With several candidates per image the one that best explains the image under the current map
-    (full band) is chosen. Images are read a chunk ahead in a background thread.
+    (full band) is chosen; ``turns``: the encoder is shown each image at its four quarter turns
+    and every answer is a candidate. Images are read a chunk ahead in a background thread.
     """
     rows = torch.arange(len(data)) if rows is None else rows
     pin = state.config.device.startswith("cuda")
@@ -305,7 +310,7 @@ def predict_fits(
     shifts = torch.empty(len(rows), 2) if shift_search_grid(state.config, data) is not None else None
     with eval_mode(state.volume, state.encoder):
         for positions, images in read_chunks(data.images, rows, batch_size, pin):
-            fit = _batch_loss(state, data, rows[positions], data.box / 2, images)
+            fit = _batch_loss(state, data, rows[positions], data.box / 2, images, turns=turns)
             out[positions] = _pick(fit.hypotheses, fit.winner).cpu()
             if shifts is not None:
                 shifts[positions] = fit.shifts[torch.arange(len(positions)), fit.winner.cpu()].cpu()
