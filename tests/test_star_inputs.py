@@ -40,6 +40,9 @@ def test_a_star_file_without_angles_or_origins_trains_and_gets_poses_and_origins
     assert config["data"]["shifts"] == "search"
     poses = read_star(tmp_path / "run" / "poses.star")
     assert len(poses) == 40 and poses.has_angles and poses.has_origins
+    out = tmp_path / "new.star"  # the forward pass at four turns searches each answer's shift
+    assert main(["predict", str(tmp_path / "run"), str(star), "-o", str(out), "--refine-steps", "0"]) == 0
+    assert read_star(out).has_origins
     assert _train(star, tmp_path / "known", "--shifts", "known") == 2  # nothing to know
 
 
