@@ -234,13 +234,14 @@ def molecule_table(mols: list[Molecule], a) -> str:
     return "\n".join(rows)
 
 
-def _heldout(fig: dict | None) -> tuple[float | None, float | None]:
-    """Held-out mean and median: to the nearest branch where a symmetry was used, else SPEC's."""
-    if fig is None or "heldout_deg" not in fig:
+def _heldout(fig: dict | None, key: str = "heldout") -> tuple[float | None, float | None]:
+    """Held-out mean and median (``key``: ``heldout`` from ``predict``, ``forward`` from its forward
+    pass alone): to the nearest branch where a symmetry was used, else SPEC's."""
+    if fig is None or f"{key}_deg" not in fig:
         return None, None
     if fig.get("order", 1) > 1:
-        return fig["heldout_sym_deg"], fig["heldout_sym_median_deg"]
-    return fig["heldout_deg"], fig["heldout_median_deg"]
+        return fig[f"{key}_sym_deg"], fig[f"{key}_sym_median_deg"]
+    return fig[f"{key}_deg"], fig[f"{key}_median_deg"]
 
 
 def targets(snr_db: float) -> tuple[float, float | None, float]:
@@ -274,13 +275,15 @@ def result_row(ds: DataSet, seed: int, sym: str, a) -> str | None:
     fsc, fsc_known = learned["fsc05_A"], (known or {}).get("fsc05_A")
     ratio = fsc / fsc_known if fsc is not None and fsc_known else None
     mean, median = _heldout(learned)
+    fwd = _heldout(learned, "forward")
+    forward = "–" if fwd[0] is None else f"{fwd[0]:.2f} / {fwd[1]:.2f}"
     wall = None if learned["wall_s"] is None else learned["wall_s"] / 60
     b = f"{ds.b_A2:.3g}" + (" (default)" if ds.bfactor is None else "")
     name = ds.mol.name + " (independent sim.)" * (ds.simulator == "independent")
     snr = "∞" if math.isinf(ds.snr_db) else f"{ds.snr_db:g}"
     return (
         f"| {name} | {ds.mol.mass_kDa:.1f} | {sym} | {ds.mol.apix:.1f} | {b} | {snr} | {seed} | "
-        f"{fmt(fsc)} | {fmt(fsc_known)} | {fmt(ratio, '×')} | {fmt(mean)} | {fmt(median)} | "
+        f"{fmt(fsc)} | {fmt(fsc_known)} | {fmt(ratio, '×')} | {fmt(mean)} | {fmt(median)} | {forward} | "
         f"{fmt(wall, digits=1)} | {view_share(run_folder(ds, seed, a))} | "
         f"{verdict(ratio, median, mean, ds.snr_db)} |"
     )
@@ -289,8 +292,11 @@ def result_row(ds: DataSet, seed: int, sym: str, a) -> str | None:
 def result_table(sets: list[DataSet], syms: dict, a) -> tuple[str, list[str]]:
     """The Markdown table of every finished learned-pose run, and the runs not finished."""
     head = "| molecule | mass kDa | symmetry | apix Å | B Å² | SNR dB | seed | FSC0.5 learned Å | known Å |"
-    head += " ratio | held-out mean ° | median ° | wall min | views: top 5 % / uniform | issue #12 |"
-    rows, missing = [head, "|" + "---|" * 15], []
+    head += (
+        " ratio | held-out mean ° | median ° | forward pass alone ° | wall min | views: top 5 % / uniform |"
+    )
+    head += " issue #12 |"
+    rows, missing = [head, "|" + "---|" * 16], []
     for ds in sets:
         for seed in a.seeds:
             row = result_row(ds, seed, symmetry_text(syms.get(ds.mol.name)), a)

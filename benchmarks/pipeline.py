@@ -148,14 +148,27 @@ def _order(group) -> int:
 
 
 def _heldout(run: Path, sim: Path, predict_args: list[str], group, threads) -> dict:
-    """Held-out poses predicted by the run's encoder, errors under the training poses' rotation."""
-    held = run / "heldout_poses.star"
-    if not held.is_file() or held.stat().st_mtime < (run / "poses.star").stat().st_mtime:
-        args = ["predict", str(run), str(sim / "heldout.star"), *predict_args, "-o", str(held)]
-        cli(*args, log=run / "predict.log", threads=threads)
-    f = heldout_figures(run / "poses.star", sim / "train.star", held, sim / "heldout.star", symmetry=group)
-    out = {"heldout_deg": f["pose_mae_deg"], "heldout_median_deg": f["pose_median_deg"]}
-    out.update(heldout_sym_deg=f.get("pose_mae_sym_deg"), heldout_sym_median_deg=f.get("pose_median_sym_deg"))
+    """Held-out poses predicted by the run's encoder (``heldout_*``), and by its forward pass alone
+    (``predict --refine-steps 0``: ``forward_*``); errors under the training poses' rotation."""
+    out = {}
+    for key, name, extra in (
+        ("heldout", "heldout_poses", []),
+        ("forward", "heldout_forward", ["--refine-steps", "0"]),
+    ):
+        held = run / f"{name}.star"
+        if not held.is_file() or held.stat().st_mtime < (run / "poses.star").stat().st_mtime:
+            args = ["predict", str(run), str(sim / "heldout.star"), *predict_args, *extra, "-o", str(held)]
+            cli(*args, log=run / f"{name}.log", threads=threads)
+        f = heldout_figures(
+            run / "poses.star", sim / "train.star", held, sim / "heldout.star", symmetry=group
+        )
+        out.update({f"{key}_deg": f["pose_mae_deg"], f"{key}_median_deg": f["pose_median_deg"]})
+        out.update(
+            {
+                f"{key}_sym_deg": f.get("pose_mae_sym_deg"),
+                f"{key}_sym_median_deg": f.get("pose_median_sym_deg"),
+            }
+        )
     return out
 
 
