@@ -39,7 +39,6 @@ import argparse
 import json
 import math
 import shlex
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +56,7 @@ from cryoposenet.io import read_star
 from cryoposenet.physics.rotations import relion_angles_to_matrix
 from cryoposenet.simulate import potential_from_atoms, read_atoms
 from cryoposenet.simulate.potential import blur_A2
-from pipeline import SHARED_DATA, evaluate_run, fmt, simulate_once, train_once
+from pipeline import SHARED_DATA, evaluate_run, fmt, made_once, simulate_once, train_once
 
 MOLECULES = {  # name: (file under ../shared/data, or chain of 4AKE; what it is)
     "4ake": ("4ake.pdb", "adenylate kinase, 2 chains, near-exact C2"),
@@ -165,19 +164,16 @@ def simulate(ds: DataSet, a) -> Path:
 
 
 def simulate_independent(ds: DataSet, a) -> Path:
-    """The data set from :mod:`independent_sim` (no cryoposenet code), written to ``sim.tmp`` first."""
-    sim = a.work / ds.folder / "sim"
-    if (sim / "heldout.star").is_file() and (sim / "montage.png").is_file():
-        return sim
-    tmp = sim.with_name("sim.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """The data set from :mod:`independent_sim` (no cryoposenet code), once (:func:`made_once`)."""
     snr = None if math.isinf(ds.snr_db) else ds.snr_db
-    independent_sim.simulate(
-        ds.mol.pdb, tmp, box=a.box, apix=ds.mol.apix, bfactor=ds.b_A2, n=a.n, heldout=a.heldout,
-        snr_db=snr, seed=a.sim_seed,
-    )  # fmt: skip
-    tmp.rename(sim)
-    return sim
+
+    def make(tmp: Path) -> None:
+        independent_sim.simulate(
+            ds.mol.pdb, tmp, box=a.box, apix=ds.mol.apix, bfactor=ds.b_A2, n=a.n, heldout=a.heldout,
+            snr_db=snr, seed=a.sim_seed,
+        )  # fmt: skip
+
+    return made_once(a.work / ds.folder / "sim", make)
 
 
 def run_folder(ds: DataSet, seed: int | None, a) -> Path:

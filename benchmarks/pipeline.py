@@ -31,7 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 FIGURES_VERSION = 2  # benchmark.json written by an older layout is recomputed
 
-__all__ = ["ROOT", "SHARED_DATA", "cli", "simulate_once", "train_once", "evaluate_run", "wall_seconds", "fmt"]
+__all__ = [
+    "ROOT",
+    "SHARED_DATA",
+    "cli",
+    "made_once",
+    "simulate_once",
+    "train_once",
+    "evaluate_run",
+    "wall_seconds",
+    "fmt",
+]
 
 
 def cli(*args: str, log: Path, threads: str | None = None) -> float:
@@ -47,13 +57,22 @@ def cli(*args: str, log: Path, threads: str | None = None) -> float:
 
 
 def simulate_once(sim: Path, args: list[str], threads: str | None = None) -> Path:
-    """``cryoposenet simulate ARGS -o SIM`` unless SIM is complete; written to ``SIM.tmp`` first."""
+    """``cryoposenet simulate ARGS -o SIM`` unless SIM is complete (:func:`made_once`)."""
+    return made_once(
+        sim, lambda tmp: cli("simulate", *args, "-o", str(tmp), log=tmp / "simulate.log", threads=threads)
+    )
+
+
+def made_once(sim: Path, make) -> Path:
+    """The data set folder ``sim``: as it is when complete (``heldout.star`` and ``montage.png``,
+    written last), else ``make(tmp)`` writes it into ``SIM.tmp`` (an empty folder), which then
+    replaces ``sim``."""
     if (sim / "heldout.star").is_file() and (sim / "montage.png").is_file():
         return sim
     tmp = sim.with_name(sim.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    cli("simulate", *args, "-o", str(tmp), log=tmp / "simulate.log", threads=threads)
+    make(tmp)
     shutil.rmtree(sim, ignore_errors=True)
     tmp.rename(sim)
     return sim
