@@ -65,7 +65,7 @@ def test_prediction_with_every_turn_turns_with_the_image(toy):
     small = ParticleData(data.images[:24], data.apix)
     state = init_state(small, TrainConfig(steps=1, heads=2, refine_steps=0))
     turned = ParticleData(turn_images(small.images, torch.ones(24, dtype=torch.int64)), data.apix)
-    poses = {t: [predict_fits(state, d, turns=t)[0] for d in (small, turned)] for t in (False, True)}
+    poses = {t: [predict_fits(state, d, every_turn=t)[0] for d in (small, turned)] for t in (False, True)}
     given, of_turned = poses[True]
     assert torch.rad2deg(geodesic_distance(of_turned, turn_rotations(given, 1))).max() < 0.01
     given, of_turned = poses[False]  # a random encoder is not equivariant by itself

@@ -513,7 +513,7 @@ def run_predict(
     """Poses for the images of ``star`` from a trained run's encoder (one forward pass), then
     ``refine_steps`` of local refinement against the run's map; writes a STAR. With
     ``refine_steps`` 0 the encoder sees each image at its four quarter turns and the answer that
-    fits the map best is kept (docs/training.md: 40 % lower held-out errors; with refinement the
+    fits the map best is kept (docs/training.md: 35–46 % lower held-out errors; with refinement the
     search finds the same poses without them). The images are read as the run read its own
     (training box, contrast sign)."""
     run = Path(run_dir)
@@ -529,7 +529,7 @@ def run_predict(
     data = particle_data(stack, settings)
     state = load_checkpoint(payload, data, device, final_map=True)
     with pass_progress("predict", len(data), progress):
-        rotations, shifts = predict_fits(state, data, batch_size=batch_size, turns=refine_steps == 0)
+        rotations, shifts = predict_fits(state, data, batch_size=batch_size, every_turn=refine_steps == 0)
     if refine_steps > 0:
         with pass_progress("refine poses", len(data), progress):
             rotations, shifts = refine_fits(

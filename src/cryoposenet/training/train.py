@@ -187,13 +187,15 @@ def _modules(state: TrainState, training: bool):
     return state.volume, state.encoder
 
 
-def _hypotheses(state: TrainState, data: ParticleData, idx, images, encoder, training: bool, turns=False):
+def _hypotheses(
+    state: TrainState, data: ParticleData, idx, images, encoder, training: bool, every_turn=False
+):
     """Pose hypotheses ``(B, H, 3, 3)`` for the images ``idx`` ``(B,)`` (``images`` scaled, on device)
-    and, when training the encoder, its weighted length penalty ``(B,)`` (else None). ``turns``
+    and, when training the encoder, its weighted length penalty ``(B,)`` (else None). ``every_turn``
     (not training): the encoder's answers for all four quarter turns, ``(B, 4H, 3, 3)``."""
     dev, weight = state.config.device, state.config.length_penalty
     if encoder is not None:
-        if turns and not training:
+        if every_turn and not training:
             return every_turn_hypotheses(encoder, images), None
         if training and state.config.encoder_turns:
             turns = draw_turns(idx, state.config.seed, state.step)  # views, after the rows, unturned
@@ -235,9 +237,11 @@ class BatchFit(NamedTuple):
     views: torch.Tensor | None = None  # (V,) the encoder's pull onto the map's views' poses
 
 
-def _batch_loss(state: TrainState, data: ParticleData, idx, k_max, images=None, training=False, turns=False):
+def _batch_loss(
+    state: TrainState, data: ParticleData, idx, k_max, images=None, training=False, every_turn=False
+):
     """A :class:`BatchFit` for images ``idx``; ``images`` ``(B, N, N)``: the rows ``idx`` when
-    already read (else they are read here). Unknown shifts are searched per candidate; ``turns``:
+    already read (else they are read here). Unknown shifts are searched per candidate; ``every_turn``:
     see :func:`_hypotheses`."""
     cfg, dev, n = state.config, state.config.device, data.box
     images, target, ctf, shifts = batch_targets(state, data, idx, images)
@@ -245,7 +249,7 @@ def _batch_loss(state: TrainState, data: ParticleData, idx, k_max, images=None, 
     fvol = volume()
     views, view_rots = _views(state, data, fvol, k_max, training and encoder is not None)
     shown = images if views is None else torch.cat([images, views])
-    hypotheses = _hypotheses(state, data, idx, shown, encoder, training, turns)
+    hypotheses = _hypotheses(state, data, idx, shown, encoder, training, every_turn)
     rots, penalty, view_pull = split_views(*hypotheses, view_rots)
     grid = shift_search_grid(cfg, data, dev)
     if cfg.pose_grid and cfg.poses != "known":
@@ -294,14 +298,14 @@ def _pick(rots: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_fits(
-    state: TrainState, data: ParticleData, batch_size=256, rows: torch.Tensor | None = None, turns=False
+    state: TrainState, data: ParticleData, batch_size=256, rows: torch.Tensor | None = None, every_turn=False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rotations ``(R, 3, 3)`` for the images ``rows`` (default: all) of ``data`` (may be held out)
     and, when shifts are searched (:mod:`~cryoposenet.training.shift_search`), their translations
     ``(R, 2)`` px.
 
     With several candidates per image the one that best explains the image under the current map
-    (full band) is chosen; ``turns``: the encoder is shown each image at its four quarter turns
+    (full band) is chosen; ``every_turn``: the encoder is shown each image at its four quarter turns
     and every answer is a candidate. Images are read a chunk ahead in a background thread.
     """
     rows = torch.arange(len(data)) if rows is None else rows
@@ -310,7 +314,7 @@ def predict_fits(
     shifts = torch.empty(len(rows), 2) if shift_search_grid(state.config, data) is not None else None
     with eval_mode(state.volume, state.encoder):
         for positions, images in read_chunks(data.images, rows, batch_size, pin):
-            fit = _batch_loss(state, data, rows[positions], data.box / 2, images, turns=turns)
+            fit = _batch_loss(state, data, rows[positions], data.box / 2, images, every_turn=every_turn)
             out[positions] = _pick(fit.hypotheses, fit.winner).cpu()
             if shifts is not None:
                 shifts[positions] = fit.shifts[torch.arange(len(positions)), fit.winner.cpu()].cpu()
