@@ -138,13 +138,17 @@ class DataSet:
     bfactor: float | None  # None: the simulator's default, 32·apix²
     snr_db: float  # inf: noiseless
     simulator: str = "cryoposenet"  # or "independent" (independent_sim.py)
+    defocus_um: tuple[float, float] | None = None  # CTF (independent simulator only)
+    shift_max_px: float = 0.0  # unknown shifts (independent simulator only)
 
     @property
     def folder(self) -> str:
         b = "Bdefault" if self.bfactor is None else f"B{self.bfactor:g}"
         snr = "noiseless" if math.isinf(self.snr_db) else f"snr{self.snr_db:g}"
         maker = "_indep" if self.simulator == "independent" else ""
-        return f"{self.mol.name}/{self.mol.apix:g}A_{b}_{snr}{maker}"
+        ctf = "" if self.defocus_um is None else "_ctf{:g}-{:g}".format(*self.defocus_um)
+        shifts = f"_sh{self.shift_max_px:g}" if self.shift_max_px > 0 else ""
+        return f"{self.mol.name}/{self.mol.apix:g}A_{b}_{snr}{maker}{ctf}{shifts}"
 
     @property
     def b_A2(self) -> float:
@@ -170,7 +174,7 @@ def simulate_independent(ds: DataSet, a) -> Path:
     def make(tmp: Path) -> None:
         independent_sim.simulate(
             ds.mol.pdb, tmp, box=a.box, apix=ds.mol.apix, bfactor=ds.b_A2, n=a.n, heldout=a.heldout,
-            snr_db=snr, seed=a.sim_seed,
+            snr_db=snr, seed=a.sim_seed, shift_max_px=ds.shift_max_px, defocus_um=ds.defocus_um,
         )  # fmt: skip
 
     return made_once(a.work / ds.folder / "sim", make)
@@ -183,9 +187,13 @@ def run_folder(ds: DataSet, seed: int | None, a) -> Path:
 
 
 def train_and_evaluate(ds: DataSet, seed: int | None, group, a) -> dict:
-    """One run (learned poses with ``seed``, or known poses when None) and its figures."""
+    """One run (learned poses with ``seed``, or known poses when None) and its figures. Known
+    poses come with the true shifts (``train_truth.star``) where the particles' are unknown."""
     sim = a.work / ds.folder / "sim"
-    args = [str(sim / "train.star"), "--steps", str(a.steps), "--device", a.device]
+    star = sim / (
+        "train_truth.star" if seed is None and (sim / "train_truth.star").is_file() else "train.star"
+    )
+    args = [str(star), "--steps", str(a.steps), "--device", a.device]
     if a.eval_every:
         args += ["--ref", str(sim / "map.mrc"), "--eval-every", str(a.eval_every)]
     if seed is None:
@@ -276,6 +284,8 @@ def result_row(ds: DataSet, seed: int, sym: str, a) -> str | None:
     wall = None if learned["wall_s"] is None else learned["wall_s"] / 60
     b = f"{ds.b_A2:.3g}" + (" (default)" if ds.bfactor is None else "")
     name = ds.mol.name + " (independent sim.)" * (ds.simulator == "independent")
+    name += " (CTF {:g}–{:g} µm)".format(*ds.defocus_um) if ds.defocus_um else ""
+    name += f" (unknown shifts ≤ {ds.shift_max_px:g} px)" if ds.shift_max_px > 0 else ""
     snr = "∞" if math.isinf(ds.snr_db) else f"{ds.snr_db:g}"
     return (
         f"| {name} | {ds.mol.mass_kDa:.1f} | {sym} | {ds.mol.apix:.1f} | {b} | {snr} | {seed} | "
@@ -346,6 +356,10 @@ def parse(argv=None) -> argparse.Namespace:
         help="who makes the data: cryoposenet simulate, or independent_sim.py (gemmi + scipy, none of "
         "the project's code; folders end in _indep)",
     )
+    p.add_argument("--ctf", type=float, nargs=2, metavar=("MIN", "MAX"), help="µm; independent sim. only")
+    p.add_argument(
+        "--shift-max", type=float, default=0.0, help="px, shifts unknown to train (independent sim.)"
+    )
     p.add_argument(
         "--train-args", default="", help='extra flags for learned-pose runs, e.g. "--refine-steps 0"'
     )
@@ -359,6 +373,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--table-only", action="store_true", help="only collect finished results into the table")
     a = p.parse_args(argv)
     a.apix = dict(a.apix)
+    if (a.ctf or a.shift_max > 0) and a.simulator != ["independent"]:
+        p.error("--ctf and --shift-max need --simulator independent")
     return a
 
 
@@ -385,7 +401,7 @@ def main(argv=None) -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     mols = [describe(name, a) for name in a.molecules]
     sets = [
-        DataSet(m, b, snr, maker)
+        DataSet(m, b, snr, maker, tuple(a.ctf) if a.ctf else None, a.shift_max)
         for m in mols
         for b in a.bfactors
         for snr in a.snr_db
@@ -394,7 +410,10 @@ def main(argv=None) -> int:
     failed = [] if a.table_only else run_all(mols, sets, a)[1]
     syms = {m.name: molecule_symmetry(m, a, compute=False)[1] for m in mols}
     table, missing = result_table(sets, syms, a)
-    print(f"\n{a.box} px, {a.n} images ({a.heldout} held out), no CTF, {a.steps} steps, batch 32 (default)")
+    ctf = "CTF {:g}–{:g} µm".format(*a.ctf) if a.ctf else "no CTF"
+    shifts = f", unknown shifts ≤ {a.shift_max:g} px" if a.shift_max > 0 else ""
+    data = f"{a.box} px, {a.n} images ({a.heldout} held out), {ctf}{shifts}"
+    print(f"\n{data}, {a.steps} steps, batch 32 (default)")
     extra = ", ".join(f"{k} {v!r}" for k, v in (("train", a.train_args), ("predict", a.predict_args)) if v)
     print(f"learned poses: the defaults{'; ' + extra if extra else ''}; known poses: --poses known\n")
     print(molecule_table(mols, a) + "\n")

@@ -150,7 +150,9 @@ def evaluate_run(
     ref, apix = read_map(sim / "map.mrc")
     group = detect_symmetry(ref)[0] if isinstance(symmetry, str) else symmetry
     blind, sym = _pose_fits(run, sim, group)
-    maps = evaluate_maps(read_map(run / "map.mrc")[0], ref, apix, blind if sym is None else sym)
+    full = run / "full" / "map.mrc"  # at the particles' own box when trained on cropped ones
+    learned = read_map(full if full.is_file() else run / "map.mrc")[0]
+    maps = evaluate_maps(learned, ref, apix, blind if sym is None else sym)
     fig = {"version": FIGURES_VERSION, "symmetry": _symmetry_key(symmetry), "order": _order(group)}
     fig.update(fsc05_A=maps.fsc05_A, fsc0143_A=maps.fsc0143_A, wall_s=wall_seconds(run))
     fig.update(train_deg=blind.mean_deg, train_median_deg=blind.median_deg)
