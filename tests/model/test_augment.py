@@ -5,7 +5,7 @@ import torch
 from cryoposenet.physics.projection import project
 from cryoposenet.physics.quarter_turns import turn_images, turn_rotations
 from cryoposenet.physics.rotations import geodesic_distance, random_rotations
-from cryoposenet.training.augment import draw_turns, turned_hypotheses
+from cryoposenet.training.augment import draw_turns, every_turn_hypotheses, turned_hypotheses
 from cryoposenet.training.train import ParticleData, TrainConfig, init_state, predict_fits, train
 
 
@@ -70,3 +70,17 @@ def test_prediction_with_every_turn_turns_with_the_image(toy):
     assert torch.rad2deg(geodesic_distance(of_turned, turn_rotations(given, 1))).max() < 0.01
     given, of_turned = poses[False]  # a random encoder is not equivariant by itself
     assert torch.rad2deg(geodesic_distance(of_turned, turn_rotations(given, 1))).median() > 5
+
+
+def test_every_turn_holds_each_turns_heads_in_order(toy):
+    """Turn ``k``'s ``H`` answers sit at ``[:, kH:(k+1)H]``, equal to what turn ``k`` alone gives."""
+    _, data = toy
+    images = data.images[:6]
+    state = init_state(ParticleData(images, data.apix), TrainConfig(steps=1, heads=3))
+    state.encoder.eval()
+    with torch.no_grad():
+        every = every_turn_hypotheses(state.encoder, images)
+        assert every.shape == (6, 12, 3, 3)
+        for k in range(4):
+            alone = turned_hypotheses(state.encoder, images, torch.full((6,), k))[0]
+            torch.testing.assert_close(every[:, 3 * k : 3 * (k + 1)], alone, atol=1e-5, rtol=1e-5)
