@@ -307,14 +307,10 @@ def _run_training(
     stack, settings, data, state, evaluate = _prepare(
         star, out, config, datadir, flags, ref, eval_every, resume, force
     )
-    if parallel is not None:
-        state.parallel = parallel
-        parallel.wrap(state.volume, state.encoder)
-        parallel.barrier()  # every rank has read and checked its input before rank 0 writes
-        if not parallel.is_main:
-            train(data, state.config, state=state, poses=False)
-            _final_poses_and_map(state, data, show=False)  # this rank's share; rank 0 gathers
-            return {"steps": state.step, "time_s": None, "final": {}, "rank": parallel.rank}, None
+    if parallel is not None and not _join(parallel, state):
+        train(data, state.config, state=state, poses=False)
+        _final_poses_and_map(state, data, show=False)  # this rank's share; rank 0 gathers
+        return {"steps": state.step, "time_s": None, "final": {}, "rank": parallel.rank}, None
     for line in settings.describe():
         log.info(line)
     out.mkdir(parents=True, exist_ok=True)  # only now: bad input above leaves nothing behind
@@ -333,15 +329,27 @@ def _run_training(
         out, data, state, evaluate, eval_every, resume, checkpoint_every, checkpoint_seconds, progress
     )
     rotations, origins, volume = _write_outputs(out, stack, settings, data, result, hook, progress)
-    final = hook.last_eval
-    if evaluate is not None:  # the figures of map.mrc
-        with holding_map(result.state, volume) as held:
-            final = evaluate(held)
+    final = hook.last_eval if evaluate is None else _map_figures(evaluate, result.state, volume)
     figures = {"steps": result.state.step, "time_s": hook.elapsed(), "final": final, "rank": 0}
     if not settings.cropped:
         return figures, None
     folder, seed = out / "full", config.seed
     return figures, functools.partial(_full_map, stack, settings, rotations, origins, folder, seed, progress)
+
+
+def _map_figures(evaluate, state: TrainState, volume: torch.Tensor) -> dict:
+    """The in-run evaluation's figures of ``volume`` (``map.mrc``) in place of the trained map."""
+    with holding_map(state, volume) as held:
+        return evaluate(held)
+
+
+def _join(parallel: DataParallel, state: TrainState) -> bool:
+    """Wrap the state's modules for ``parallel`` once every rank has read and checked its input;
+    True on rank 0, the rank that writes the run folder."""
+    state.parallel = parallel
+    parallel.wrap(state.volume, state.encoder)
+    parallel.barrier()
+    return parallel.is_main
 
 
 def _write_outputs(out: Path, stack, settings: DataSettings, data, result, hook: Progress, show: bool):
