@@ -23,6 +23,8 @@ branch where a symmetry is found, else they are SPEC's figures.
     python benchmarks/molecules.py --molecules 4ake 4ake_A --bfactors default --snr-db -10 \\
         --jobs 4 --work molecule-runs
     python benchmarks/molecules.py --snr-db 0 -10 --table-only --work molecule-runs
+    # chosen rows only (molecule:blur:seed), e.g. those a table above lists as not finished
+    python benchmarks/molecules.py --rows 4ake:default:1 1hvr:5:1 --jobs 2 --work molecule-runs
 
 ``--apix MOLECULE=Å`` overrides the rule (e.g. ``--apix 4ake=1.6 4ake_A=1.6``: Table 1's 64-px
 pixel size; data set folders are named by pixel size, blur and SNR, so both can coexist).
@@ -295,7 +297,7 @@ def result_row(ds: DataSet, seed: int, sym: str, a) -> str | None:
     )
 
 
-def result_table(sets: list[DataSet], syms: dict, a) -> tuple[str, list[str]]:
+def result_table(plan: list[tuple[DataSet, int]], syms: dict, a) -> tuple[str, list[str]]:
     """The Markdown table of every finished learned-pose run, and the runs not finished."""
     head = "| molecule | mass kDa | symmetry | apix Å | B Å² | SNR dB | seed | FSC0.5 learned Å | known Å |"
     head += (
@@ -303,13 +305,12 @@ def result_table(sets: list[DataSet], syms: dict, a) -> tuple[str, list[str]]:
     )
     head += " issue #12 |"
     rows, missing = [head, "|" + "---|" * 16], []
-    for ds in sets:
-        for seed in a.seeds:
-            row = result_row(ds, seed, symmetry_text(syms.get(ds.mol.name)), a)
-            if row is None:
-                missing.append(str(run_folder(ds, seed, a)))
-            else:
-                rows.append(row)
+    for ds, seed in plan:
+        row = result_row(ds, seed, symmetry_text(syms.get(ds.mol.name)), a)
+        if row is None:
+            missing.append(str(run_folder(ds, seed, a)))
+        else:
+            rows.append(row)
     return "\n".join(rows), missing
 
 
@@ -320,6 +321,19 @@ def _bfactor(text: str) -> float | None:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"B must be 'default' or >= 0 Å², got {text}")
     return value
+
+
+def _row(text: str) -> tuple[str, float | None, int]:
+    """``MOLECULE:B:SEED`` (B ``default`` or Å²) → ``(name, bfactor, seed)``."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 3 or parts[0] not in MOLECULES:
+            raise ValueError
+        return parts[0], _bfactor(parts[1]), int(parts[2])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected MOLECULE:B:SEED (e.g. 1hvr:default:1), got {text}"
+        ) from None
 
 
 def _snr(text: str) -> float:
@@ -339,6 +353,14 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--bfactors", nargs="+", type=_bfactor, default=[None, 5.0], help="'default' or Å²")
     p.add_argument("--snr-db", nargs="+", type=_snr, default=[0.0], help="dB, or inf (noiseless)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="training seeds")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        type=_row,
+        default=[],
+        metavar="MOLECULE:B:SEED",
+        help="only these rows (e.g. 4ake:default:1 1hvr:5:1), instead of --molecules x --bfactors x --seeds",
+    )
     p.add_argument("--known-seed", type=int, default=0, help="seed of the one known-pose run per data set")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--eval-every", type=int, default=500, help="train's --eval-every (0: none)")
@@ -373,19 +395,23 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--table-only", action="store_true", help="only collect finished results into the table")
     a = p.parse_args(argv)
     a.apix = dict(a.apix)
+    if a.rows:
+        a.molecules = list(dict.fromkeys(name for name, _, _ in a.rows))
     if (a.ctf or a.shift_max > 0) and a.simulator != ["independent"]:
         p.error("--ctf and --shift-max need --simulator independent")
     return a
 
 
-def run_all(mols: list[Molecule], sets: list[DataSet], a) -> tuple[dict, list[str]]:
-    """Symmetries, simulations, then every run (learned-pose runs first: they take longest)."""
+def run_all(mols: list[Molecule], plan: list[tuple[DataSet, int]], a) -> tuple[dict, list[str]]:
+    """Symmetries, simulations, then every run of ``plan`` (data set, seed) and one known-pose run
+    per data set (learned-pose runs first: they take longest)."""
+    sets = list(dict.fromkeys(ds for ds, _ in plan))
     found, failed = _parallel(a.jobs, lambda m: molecule_symmetry(m, a), mols, lambda m: m.name)
     groups = {m.name: (f or (None, None))[0] for m, f in zip(mols, found, strict=True)}
     sims, bad = _parallel(a.jobs, lambda ds: simulate(ds, a), sets, lambda ds: ds.folder)
     failed += bad
     ready = [ds for ds, sim in zip(sets, sims, strict=True) if sim is not None]
-    jobs = [(ds, seed) for seed in a.seeds for ds in ready] + [(ds, None) for ds in ready]
+    jobs = [(ds, seed) for ds, seed in plan if ds in ready] + [(ds, None) for ds in ready]
     _, bad = _parallel(
         a.jobs,
         lambda job: train_and_evaluate(job[0], job[1], groups[job[0].mol.name], a),
@@ -395,21 +421,31 @@ def run_all(mols: list[Molecule], sets: list[DataSet], a) -> tuple[dict, list[st
     return groups, failed + bad
 
 
+def run_plan(mols: list[Molecule], a) -> list[tuple[DataSet, int]]:
+    """The learned-pose runs to make, as (data set, seed): ``--rows``, or every molecule × blur ×
+    SNR × simulator × seed; in table order (by data set)."""
+    by_name = {m.name: m for m in mols}
+    rows = a.rows or [(m.name, b, seed) for m in mols for b in a.bfactors for seed in a.seeds]
+    extra = (tuple(a.ctf) if a.ctf else None, a.shift_max)
+    plan = [
+        (DataSet(by_name[name], b, snr, maker, *extra), seed)
+        for name, b, seed in rows
+        for snr in a.snr_db
+        for maker in a.simulator
+    ]
+    order = {ds: i for i, ds in enumerate(dict.fromkeys(ds for ds, _ in plan))}
+    return sorted(plan, key=lambda job: (order[job[0]], job[1]))
+
+
 def main(argv=None) -> int:
     a = parse(argv)
     torch.set_num_threads(1)  # evaluations run in this process, beside the runs
     a.work.mkdir(parents=True, exist_ok=True)
     mols = [describe(name, a) for name in a.molecules]
-    sets = [
-        DataSet(m, b, snr, maker, tuple(a.ctf) if a.ctf else None, a.shift_max)
-        for m in mols
-        for b in a.bfactors
-        for snr in a.snr_db
-        for maker in a.simulator
-    ]
-    failed = [] if a.table_only else run_all(mols, sets, a)[1]
+    plan = run_plan(mols, a)
+    failed = [] if a.table_only else run_all(mols, plan, a)[1]
     syms = {m.name: molecule_symmetry(m, a, compute=False)[1] for m in mols}
-    table, missing = result_table(sets, syms, a)
+    table, missing = result_table(plan, syms, a)
     ctf = "CTF {:g}–{:g} µm".format(*a.ctf) if a.ctf else "no CTF"
     shifts = f", unknown shifts ≤ {a.shift_max:g} px" if a.shift_max > 0 else ""
     data = f"{a.box} px, {a.n} images ({a.heldout} held out), {ctf}{shifts}"
