@@ -349,10 +349,10 @@ def _apix(text: str) -> tuple[str, float]:
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--molecules", nargs="+", default=list(MOLECULES), choices=list(MOLECULES))
-    p.add_argument("--bfactors", nargs="+", type=_bfactor, default=[None, 5.0], help="'default' or Å²")
+    p.add_argument("--molecules", nargs="+", choices=list(MOLECULES), help="default: all six")
+    p.add_argument("--bfactors", nargs="+", type=_bfactor, help="'default' or Å² (default: default 5)")
     p.add_argument("--snr-db", nargs="+", type=_snr, default=[0.0], help="dB, or inf (noiseless)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="training seeds")
+    p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: 0 1)")
     p.add_argument(
         "--rows",
         nargs="+",
@@ -395,8 +395,13 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--table-only", action="store_true", help="only collect finished results into the table")
     a = p.parse_args(argv)
     a.apix = dict(a.apix)
+    if a.rows and (a.molecules or a.bfactors or a.seeds):
+        p.error("--rows names molecule, blur and seed itself: leave out --molecules, --bfactors, --seeds")
     if a.rows:
         a.molecules = list(dict.fromkeys(name for name, _, _ in a.rows))
+    a.molecules = a.molecules or list(MOLECULES)
+    a.bfactors = a.bfactors or [None, 5.0]
+    a.seeds = a.seeds or [0, 1]
     if (a.ctf or a.shift_max > 0) and a.simulator != ["independent"]:
         p.error("--ctf and --shift-max need --simulator independent")
     return a
