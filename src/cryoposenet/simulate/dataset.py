@@ -270,6 +270,20 @@ def _write_montage(
     write_montage(path, rows, title=f"{len(params)} images, {box} px of {apix:g} Å{blur}")
 
 
+def _output_paths(out_dir: str | os.PathLike) -> tuple[Path, dict[str, Path]]:
+    """The output folder (made) and SPEC's file names in it, keyed as in ``SimulationResult``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = {
+        "particles": "particles.mrcs",
+        "train_star": "train.star",
+        "heldout_star": "heldout.star",
+        "map": "map.mrc",
+        "montage": "montage.png",
+    }
+    return out, {key: out / name for key, name in names.items()}
+
+
 def simulate_dataset(
     out_dir: str | os.PathLike,
     *,
@@ -314,16 +328,7 @@ def simulate_dataset(
     if not np.any(vol):
         raise InputError("the ground-truth map is zero everywhere", map_path or pdb)
     params = sample_params(n_images, seed, shift_max_A, settings.defocus_um, settings.astigmatism)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    names = ("particles.mrcs", "train.star", "heldout.star", "map.mrc", "montage.png")
-    paths = dict(
-        zip(
-            ("particles", "train_star", "heldout_star", "map", "montage"),
-            (out / n for n in names),
-            strict=True,
-        )
-    )
+    out, paths = _output_paths(out_dir)
     label = None if blur is None else f"cryoposenet simulate: B-factor {blur:.6g} A^2 on every atom"
     write_map(paths["map"], vol, apix, label=label)
     stream, first = _render_stack(paths["particles"], vol, params, apix, settings.snr_db, seed, progress)
