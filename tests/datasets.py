@@ -108,9 +108,9 @@ def symmetry_searched_once():
     """Within the block the pipeline's callers of ``detect_symmetry`` (training evaluations,
     ``evaluate_files``, the report) share :func:`detect_symmetry_once`'s answers."""
     from cryoposenet.analysis import evaluation, report
-    from cryoposenet.runs import runner
+    from cryoposenet.runs import run_evaluation
 
     with pytest.MonkeyPatch.context() as mp:
-        for module in (evaluation, report, runner):
+        for module in (evaluation, report, run_evaluation):
             mp.setattr(module, "detect_symmetry", detect_symmetry_once)
         yield

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cryoposenet.cli import main
-from cryoposenet.runs import runner
+from cryoposenet.runs import prediction, runner
 from datasets import symmetry_searched_once
 
 TINY = {"box": 32, "apix": 3.6, "n_images": 48, "heldout": 16, "steps": 2}
@@ -27,10 +27,10 @@ def demo(tmp_path_factory):
     text = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, symmetry_searched_once(), contextlib.redirect_stdout(text):
         mp.setattr("cryoposenet.runs.demo.DEMO_SETTINGS", TINY)
-        for name in ("make_config", "run_predict"):
+        for module, name in ((runner, "make_config"), (prediction, "run_predict")):
             mp.setattr(
                 f"cryoposenet.runs.demo.{name}",
-                functools.partial(getattr(runner, name), refine_steps=REFINE_STEPS),
+                functools.partial(getattr(module, name), refine_steps=REFINE_STEPS),
             )
         assert main(["demo", "-o", str(out), "--device", "cpu"]) == 0
     return out, text.getvalue()

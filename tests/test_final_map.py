@@ -7,8 +7,7 @@ import torch
 
 from cryoposenet.physics.projection import project
 from cryoposenet.physics.rotations import random_rotations
-from cryoposenet.runs.final_map import final_map, holding_map, misfit
-from cryoposenet.runs.runner import _final_poses_and_map, _final_rotations
+from cryoposenet.runs.final_map import final_map, final_poses_and_map, final_rotations, holding_map, misfit
 from cryoposenet.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from cryoposenet.training.refine import refine_fits
 from cryoposenet.training.train import ParticleData, TrainConfig, init_state
@@ -42,10 +41,10 @@ def test_each_final_round_refines_against_the_last_map_and_backprojects_again():
     torch.manual_seed(0)
     data = ParticleData(3.0 * torch.randn(24, 16, 16), 2.0)
     state = init_state(data, TrainConfig(steps=1, refine_steps=2, final_rounds=1))
-    rot1, tr1, map1 = _final_poses_and_map(state, data, show=False)
-    torch.testing.assert_close(map1, final_map(data, *_final_rotations(state, data, False), show=False))
+    rot1, tr1, map1 = final_poses_and_map(state, data, show=False)
+    torch.testing.assert_close(map1, final_map(data, *final_rotations(state, data, False), show=False))
     state.config = dataclasses.replace(state.config, final_rounds=2)
-    rot2, _, map2 = _final_poses_and_map(state, data, show=False)
+    rot2, _, map2 = final_poses_and_map(state, data, show=False)
     with holding_map(state, map1) as held:  # round 2: refined against round 1's map
         again = refine_fits(held, data, rot1, steps=2, translations=tr1)[0]
     torch.testing.assert_close(rot2, again)
@@ -68,7 +67,7 @@ def test_the_trained_map_is_kept_when_it_explains_the_images_better():
     with holding_map(state, backprojected) as held:
         worse = misfit(held, data, rots, None, rows)
     assert misfit(state, data, rots, None, rows) < worse
-    torch.testing.assert_close(_final_poses_and_map(state, data, show=False)[2], truth)
+    torch.testing.assert_close(final_poses_and_map(state, data, show=False)[2], truth)
 
 
 def test_a_support_mask_is_applied_once_where_the_final_map_is_used():
@@ -79,7 +78,7 @@ def test_a_support_mask_is_applied_once_where_the_final_map_is_used():
     state = init_state(data, TrainConfig(steps=1, refine_steps=0, mask_radius=5.0))
     mask = state.volume.mask
     assert mask.min() < 1e-3 < 0.999 < mask.max()  # a real soft mask
-    volume = _final_poses_and_map(state, data, show=False)[2]
+    volume = final_poses_and_map(state, data, show=False)[2]
     assert volume[mask < 1e-3].abs().max() > 0  # unmasked: density outside the mask is still there
     with holding_map(state, volume) as held:
         torch.testing.assert_close(_map(held), volume * mask)

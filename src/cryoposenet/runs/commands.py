@@ -93,7 +93,8 @@ def train(args: Namespace) -> None:
 
 
 def predict(args: Namespace) -> None:
-    from .runner import resolve_device, run_predict
+    from .prediction import run_predict
+    from .runner import resolve_device
 
     n = run_predict(
         args.run,

@@ -10,7 +10,8 @@ from ..analysis.evaluation import evaluate_files, heldout_figures
 from ..analysis.report import write_report
 from ..io.atomic import write_text_atomic
 from ..simulate import default_molecule, simulate_dataset
-from .runner import make_config, run_predict, run_training
+from .prediction import run_predict
+from .runner import make_config, run_training
 
 __all__ = ["DEMO_SETTINGS", "run_demo"]
 

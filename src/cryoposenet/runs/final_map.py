@@ -1,4 +1,5 @@
-"""The run's final map: the training images backprojected at the final poses.
+"""The run's final poses and map: every training image's pose (refined against the map), then
+the training images backprojected at those poses.
 
 Gradient descent leaves the map behind the poses: its last steps saw a few thousand images at
 the poses of their time, while the final pass gives every image its best pose under that map.
@@ -32,6 +33,7 @@ own size, the adjoint of the decoder, whose CTF acts on the image grid as the si
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import torch
@@ -39,13 +41,24 @@ import torch
 from ..analysis.reconstruct import backproject
 from ..model.losses import band_weights
 from ..model.modes import eval_mode
-from ..training.data import read_chunks
-from ..training.refine import slice_misfits
-from ..training.train import ParticleData, TrainState, batch_targets
+from ..training import distributed
+from ..training.data import pass_progress, read_chunks
+from ..training.refine import refine_fits, slice_misfits
+from ..training.train import ParticleData, TrainState, batch_targets, final_poses
 
-__all__ = ["final_map", "holding_map", "misfit", "WIENER", "MISFIT_IMAGES"]
+__all__ = [
+    "final_map",
+    "final_poses_and_map",
+    "final_rotations",
+    "holding_map",
+    "misfit",
+    "WIENER",
+    "MISFIT_IMAGES",
+]
 
 WIENER = 1e-2  # as `cryoposenet backproject`: λ = 1 % of the mean CTF² weight per voxel
+log = logging.getLogger(__name__)
+
 MISFIT_IMAGES = 1000  # training images (evenly spaced) on which the maps' fits are compared
 
 
@@ -114,3 +127,56 @@ def misfit(
         start = rotations[r].to(dev, torch.float32)
         total += slice_misfits(fvol, start, target, ctf, shifts, weights).sum().item()
     return total / len(rows)
+
+
+def rank_share(state: TrainState, m: int) -> int:
+    """How many of ``m`` rows this process handles in a pass split across ranks."""
+    return m if state.parallel is None else len(state.parallel.shard(torch.arange(m)))
+
+
+def final_rotations(state: TrainState, data: ParticleData, show: bool):
+    """A rotation ``(M, 3, 3)`` per training image, refined against the map when the encoder made
+    them, and the searched translations ``(M, 2)`` in training pixels (None unless searched); each
+    pass over the particles shows a progress bar (under torchrun: a share per rank)."""
+    with pass_progress("final poses", rank_share(state, len(data)), show):
+        rotations, translations = final_poses(state, data)
+    return refined_poses(state, data, rotations, translations, show)
+
+
+def refined_poses(state: TrainState, data: ParticleData, rotations, translations, show: bool):
+    """``(rotations, translations)`` refined against the state's map (encoder runs with
+    ``refine_steps``; others as given), split across ranks under torchrun."""
+    cfg = state.config
+    if cfg.poses != "encoder" or cfg.refine_steps <= 0:
+        return rotations, translations
+
+    def refine(rows: torch.Tensor):
+        start = None if translations is None else translations[rows]
+        return refine_fits(state, data, rotations[rows], rows, cfg.refine_steps, translations=start)
+
+    with pass_progress("refine poses", rank_share(state, len(data)), show):
+        return distributed.split_pose_rows(state.parallel, len(data), refine)
+
+
+def final_poses_and_map(state: TrainState, data: ParticleData, show: bool):
+    """``(rotations, translations, map)``: :func:`final_rotations` and the map that explains the
+    training images better at those poses (:func:`~cryoposenet.runs.final_map.misfit`): their
+    backprojection (:func:`~cryoposenet.runs.final_map.final_map`) or the trained map. When the
+    backprojection wins, ``final_rounds - 1`` times more (encoder runs): the poses refined against
+    it and backprojected again. Every rank makes each map and the same choice."""
+    rotations, translations = final_rotations(state, data, show)
+    volume = final_map(data, rotations, translations, show=show)
+    rows = torch.linspace(0, len(data) - 1, min(MISFIT_IMAGES, len(data))).round().long()
+    trained_fit = misfit(state, data, rotations, translations, rows)
+    with holding_map(state, volume) as held:
+        backprojected_fit = misfit(held, data, rotations, translations, rows)
+    if backprojected_fit >= trained_fit:
+        log.info("final map: the trained map (it fits the images better than their backprojection)")
+        return rotations, translations, (state.volume.data.detach() / state.scale).cpu()  # unmasked
+    cfg = state.config
+    rounds = cfg.final_rounds if cfg.poses == "encoder" and cfg.refine_steps > 0 else 1
+    for _ in range(rounds - 1):
+        with holding_map(state, volume) as held:
+            rotations, translations = refined_poses(held, data, rotations, translations, show)
+        volume = final_map(data, rotations, translations, show=show)
+    return rotations, translations, volume
