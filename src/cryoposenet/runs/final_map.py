@@ -129,7 +129,7 @@ def misfit(
     return total / len(rows)
 
 
-def rank_share(state: TrainState, m: int) -> int:
+def _rank_share(state: TrainState, m: int) -> int:
     """How many of ``m`` rows this process handles in a pass split across ranks."""
     return m if state.parallel is None else len(state.parallel.shard(torch.arange(m)))
 
@@ -138,12 +138,12 @@ def final_rotations(state: TrainState, data: ParticleData, show: bool):
     """A rotation ``(M, 3, 3)`` per training image, refined against the map when the encoder made
     them, and the searched translations ``(M, 2)`` in training pixels (None unless searched); each
     pass over the particles shows a progress bar (under torchrun: a share per rank)."""
-    with pass_progress("final poses", rank_share(state, len(data)), show):
+    with pass_progress("final poses", _rank_share(state, len(data)), show):
         rotations, translations = final_poses(state, data)
-    return refined_poses(state, data, rotations, translations, show)
+    return _refined_poses(state, data, rotations, translations, show)
 
 
-def refined_poses(state: TrainState, data: ParticleData, rotations, translations, show: bool):
+def _refined_poses(state: TrainState, data: ParticleData, rotations, translations, show: bool):
     """``(rotations, translations)`` refined against the state's map (encoder runs with
     ``refine_steps``; others as given), split across ranks under torchrun."""
     cfg = state.config
@@ -154,7 +154,7 @@ def refined_poses(state: TrainState, data: ParticleData, rotations, translations
         start = None if translations is None else translations[rows]
         return refine_fits(state, data, rotations[rows], rows, cfg.refine_steps, translations=start)
 
-    with pass_progress("refine poses", rank_share(state, len(data)), show):
+    with pass_progress("refine poses", _rank_share(state, len(data)), show):
         return distributed.split_pose_rows(state.parallel, len(data), refine)
 
 
@@ -177,6 +177,6 @@ def final_poses_and_map(state: TrainState, data: ParticleData, show: bool):
     rounds = cfg.final_rounds if cfg.poses == "encoder" and cfg.refine_steps > 0 else 1
     for _ in range(rounds - 1):
         with holding_map(state, volume) as held:
-            rotations, translations = refined_poses(held, data, rotations, translations, show)
+            rotations, translations = _refined_poses(held, data, rotations, translations, show)
         volume = final_map(data, rotations, translations, show=show)
     return rotations, translations, volume

@@ -260,7 +260,7 @@ def _train_loop(
     out: Path, data, state, evaluate, eval_every, resume, checkpoint_every, checkpoint_seconds, show
 ):
     """Train with the run folder's hook (metrics, bar, checkpoints, signals); ``(hook, result)``,
-    the result without poses (:func:`final_rotations` makes them)."""
+    the result without poses (:func:`~cryoposenet.runs.final_map.final_rotations` makes them)."""
     rows = MetricsLog(out / "metrics.csv", state.step if resume else None)
     evaluating = evaluate is not None
     every = eval_every if evaluating else 0
