@@ -68,6 +68,8 @@ MOLECULES = {  # name: (file under ../shared/data, or chain of 4AKE; what it is)
     "1h4a_X": ("molecules/1h4a_X.pdb.gz", "elongated monomer, 173 residues"),
     "1hvr": ("molecules/1hvr.pdb.gz", "HIV-1 protease, C2 homodimer"),
 }
+BFACTORS = (None, 5.0)  # the suite's blurs: the default (32·apix²) and 5 Å²
+SEEDS = (0, 1)  # the suite's training seeds
 
 
 @dataclass(frozen=True)
@@ -350,9 +352,12 @@ def _apix(text: str) -> tuple[str, float]:
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--molecules", nargs="+", choices=list(MOLECULES), help="default: all six")
-    p.add_argument("--bfactors", nargs="+", type=_bfactor, help="'default' or Å² (default: default 5)")
+    blurs = " ".join("default" if b is None else f"{b:g}" for b in BFACTORS)
+    p.add_argument("--bfactors", nargs="+", type=_bfactor, help=f"'default' or Å² (default: {blurs})")
     p.add_argument("--snr-db", nargs="+", type=_snr, default=[0.0], help="dB, or inf (noiseless)")
-    p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: 0 1)")
+    p.add_argument(
+        "--seeds", nargs="+", type=int, help=f"training seeds (default: {' '.join(map(str, SEEDS))})"
+    )
     p.add_argument(
         "--rows",
         nargs="+",
@@ -388,7 +393,12 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--known-args", default="", help="extra flags for the known-pose runs")
     p.add_argument("--predict-args", default="", help="extra flags for predict")
     p.add_argument("--tag", default="", help="name runs enc-TAG_sSEED / known-TAG (runs with other flags)")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once, one torch thread each")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at once, each with OMP_NUM_THREADS torch threads (default 1)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--data", type=Path, default=SHARED_DATA, help="folder holding 4ake.pdb and molecules/")
     p.add_argument("--work", type=Path, default=Path("molecule-runs"))
@@ -400,8 +410,8 @@ def parse(argv=None) -> argparse.Namespace:
     if a.rows:
         a.molecules = list(dict.fromkeys(name for name, _, _ in a.rows))
     a.molecules = a.molecules or list(MOLECULES)
-    a.bfactors = a.bfactors or [None, 5.0]
-    a.seeds = a.seeds or [0, 1]
+    a.bfactors = a.bfactors or list(BFACTORS)
+    a.seeds = a.seeds or list(SEEDS)
     if (a.ctf or a.shift_max > 0) and a.simulator != ["independent"]:
         p.error("--ctf and --shift-max need --simulator independent")
     return a
