@@ -36,9 +36,8 @@ from cryoposenet.physics.rotations import relion_angles_to_matrix
 from cryoposenet.runs.final_map import final_map, holding_map
 from cryoposenet.runs.prediction import predict_settings
 from cryoposenet.runs.run_folder import write_poses_star
-from cryoposenet.runs.runner import particle_data
 from cryoposenet.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from cryoposenet.training.inputs import origins_out_A
+from cryoposenet.training.inputs import origins_out_A, particle_data
 from cryoposenet.training.refine import refine_fits
 
 

@@ -40,9 +40,9 @@ def child(star: str, refine_steps: int, full_map: bool, shifts: str = "known") -
 
     from cryoposenet.analysis.reconstruct import backproject_halves
     from cryoposenet.io.particles import load_particles
-    from cryoposenet.runs.runner import make_config, particle_data
+    from cryoposenet.runs.runner import make_config
     from cryoposenet.training.data import pass_progress
-    from cryoposenet.training.inputs import resolve_settings
+    from cryoposenet.training.inputs import particle_data, resolve_settings
     from cryoposenet.training.refine import refine_fits
     from cryoposenet.training.shift_search import default_shift_range
     from cryoposenet.training.train import final_poses, init_state

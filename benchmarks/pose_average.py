@@ -29,8 +29,8 @@ from cryoposenet.model.losses import band_weights
 from cryoposenet.model.modes import eval_mode
 from cryoposenet.physics.rotations import axis_angle_to_matrix, relion_angles_to_matrix
 from cryoposenet.runs.prediction import predict_settings
-from cryoposenet.runs.runner import particle_data
 from cryoposenet.training.checkpoint import load_checkpoint, read_checkpoint
+from cryoposenet.training.inputs import particle_data
 from cryoposenet.training.pose_average import band_coefficients, cube_misfits, likelihood_weights
 from cryoposenet.training.pose_search import SearchTargets
 from cryoposenet.training.train import batch_targets

@@ -24,8 +24,8 @@ from cryoposenet.analysis.evaluation import detect_symmetry
 from cryoposenet.analysis.metrics import align_rotations, apply_alignment
 from cryoposenet.io.mrc import read_map
 from cryoposenet.io.particles import load_particles
-from cryoposenet.runs.runner import particle_data
 from cryoposenet.training.checkpoint import load_checkpoint, read_checkpoint
+from cryoposenet.training.inputs import particle_data
 from cryoposenet.training.refine import REFINE_STEPS, refine_poses
 from cryoposenet.training.train import predict_poses
 

@@ -122,8 +122,7 @@ def child(
     import torch
 
     from cryoposenet.io import load_particles
-    from cryoposenet.runs.runner import particle_data
-    from cryoposenet.training.inputs import resolve_settings
+    from cryoposenet.training.inputs import particle_data, resolve_settings
     from cryoposenet.training.shift_search import default_shift_range
     from cryoposenet.training.train import TrainConfig, train
 
@@ -163,7 +162,7 @@ def profile(star: str, steps: int, batch: int, threads: int, full_band: bool) ->
     from torch.profiler import ProfilerActivity, profile
 
     from cryoposenet.io import load_particles
-    from cryoposenet.runs.runner import particle_data
+    from cryoposenet.training.inputs import particle_data
     from cryoposenet.training.train import TrainConfig, init_state, train
 
     torch.set_num_threads(threads)

@@ -11,8 +11,8 @@ import torch
 
 from cryoposenet.errors import InputError
 from cryoposenet.io import StackWriter, default_optics, load_particles, write_star
-from cryoposenet.runs.runner import particle_data
 from cryoposenet.training.data import Prefetcher, StackImages, sample_images
+from cryoposenet.training.inputs import particle_data
 from cryoposenet.training.train import ParticleData, TrainConfig, train
 from datasets import write_dataset
 

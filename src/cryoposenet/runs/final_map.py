@@ -57,9 +57,9 @@ __all__ = [
 ]
 
 WIENER = 1e-2  # as `cryoposenet backproject`: λ = 1 % of the mean CTF² weight per voxel
-log = logging.getLogger(__name__)
-
 MISFIT_IMAGES = 1000  # training images (evenly spaced) on which the maps' fits are compared
+
+log = logging.getLogger(__name__)
 
 
 def final_map(

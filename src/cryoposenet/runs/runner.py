@@ -49,7 +49,6 @@ from .run_folder import check_out_dir, read_config, write_config, write_poses_st
 __all__ = [
     "make_config",
     "resolve_device",
-    "particle_data",
     "run_training",
 ]
 
